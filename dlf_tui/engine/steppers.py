@@ -1,0 +1,226 @@
+"""One training update, two implementations with the same contract.
+
+A stepper performs update ``i`` of the current chunk and writes the update's
+statistics into row ``i`` of a preallocated device buffer — no host sync:
+
+    row = [Σ_{n∈c} log p(y_n)  (C) | correct per class (C) | samples per class (C) | ‖g‖]
+
+all from the forward pass the update already did (parameters *before* the
+update).  The host turns a chunk of rows into F, CE and accuracies at flush time.
+
+- ``FusedMLPStep``: full-batch gradient descent on an MLP with the backward pass
+  written out by hand, feature-major, every buffer preallocated, parameters and
+  gradients in one flat tensor (so the update and ‖g‖ are one op each).  About
+  17 tensor ops per update; ~2× faster than eager autograd on the spiral.
+- ``AutogradStep``: any model, mini-batches, SGD with momentum or Adam.
+
+``tests/test_engine_math.py`` proves they agree to 1e-10 in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import Config
+from .data import Dataset, Split
+
+_THRESHOLD_BACKWARD_OUT = torch.ops.aten.threshold_backward.grad_input
+
+
+def stats_width(classes: int) -> int:
+    return 3 * classes + 1
+
+
+class _Base:
+    def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
+        self.cfg = cfg
+        self.model = model
+        self.data = data
+        self.C = data.classes
+        tr = data.train
+        self.device, self.dtype = tr.x.device, tr.x.dtype
+        self.Y = nn.functional.one_hot(tr.y, self.C).to(self.dtype)  # (N, C)
+        self.K = chunk_rows
+        self.buf = torch.zeros(chunk_rows, stats_width(self.C), dtype=self.dtype, device=self.device)
+        C = self.C
+        self.stat_rows = [self.buf[i, : 3 * C].view(3, C) for i in range(chunk_rows)]
+        self.gn_rows = [self.buf[i, 3 * C] for i in range(chunk_rows)]
+
+    def optimizer_state(self) -> dict:
+        return {}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        pass
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = float(lr)
+
+    @torch.no_grad()
+    def eval_stats(self, split: Split) -> torch.Tensor:
+        """(3, C): Σ log p(y) per class, correct per class, count per class."""
+        logits = self.model(split.x)
+        lp = logits.log_softmax(1)
+        Yv = nn.functional.one_hot(split.y, self.C).to(self.dtype)
+        S = torch.stack([lp.gather(1, split.y[:, None])[:, 0],
+                         (logits.argmax(1) == split.y).to(self.dtype),
+                         torch.ones_like(lp[:, 0])])
+        return S @ Yv
+
+
+class FusedMLPStep(_Base):
+    """Hand-written full-batch GD step; the model's parameters become views of one flat buffer."""
+
+    def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
+        super().__init__(cfg, model, data, chunk_rows)
+        dt, dev = self.dtype, self.device
+        tr = data.train
+        N, C = tr.n, self.C
+        self.N = N
+        layers = list(model.layers)
+        shapes = [(l.out_features, l.in_features + 1) for l in layers]
+        total = sum(a * b for a, b in shapes)
+        self.P = torch.zeros(total, dtype=dt, device=dev)
+        self.G = torch.zeros(total, dtype=dt, device=dev)
+        self.Wa, self.gWa = [], []
+        off = 0
+        for layer, (o, i1) in zip(layers, shapes):
+            wa = self.P[off: off + o * i1].view(o, i1)
+            with torch.no_grad():
+                wa[:, :-1] = layer.weight
+                wa[:, -1] = layer.bias
+            # the module now reads and writes the flat buffer (no copies to sync)
+            layer.weight = nn.Parameter(wa[:, :-1], requires_grad=False)
+            layer.bias = nn.Parameter(wa[:, -1], requires_grad=False)
+            self.Wa.append(wa)
+            self.gWa.append(self.G[off: off + o * i1].view(o, i1))
+            off += o * i1
+        # activations, feature-major, each with a trailing row of ones (the bias input)
+        self.A = [torch.cat([tr.x.t(), torch.ones(1, N, dtype=dt, device=dev)]).contiguous()]
+        self.Z, self.dA = [], []
+        for layer in layers[:-1]:
+            a = torch.ones(layer.out_features + 1, N, dtype=dt, device=dev)
+            self.A.append(a)
+            self.Z.append(torch.empty(layer.out_features, N, dtype=dt, device=dev))
+            self.dA.append(torch.empty(layer.out_features, N, dtype=dt, device=dev))
+        self.AT = [a.t() for a in self.A]
+        self.H = [a[:-1] for a in self.A[1:]]
+        self.W_noBias_T = [wa[:, :-1].t() for wa in self.Wa]
+        self.LT = torch.empty(C, N, dtype=dt, device=dev)
+        self.labr = tr.y.view(1, N)
+        self.YT = self.Y.t().contiguous()
+        self.S = torch.zeros(3, N, dtype=dt, device=dev)
+        self.S[2] = 1.0
+        self.S0, self.S1 = self.S[0:1], self.S[1:2]
+        self.mx = torch.empty(1, N, dtype=dt, device=dev)
+        self.lg = torch.empty(1, N, dtype=dt, device=dev)
+        self.d = torch.empty(C, N, dtype=dt, device=dev)
+        # per-chunk tables: per-sample weights Γ[y_n]/N and −Y·Γ[y_n]/N
+        self.wtab = torch.empty(chunk_rows, N, dtype=dt, device=dev)
+        self.nywtab = torch.empty(chunk_rows, C, N, dtype=dt, device=dev)
+        self.w_rows = [self.wtab[i].view(1, N) for i in range(chunk_rows)]
+        self.nyw_rows = list(self.nywtab.unbind(0))
+        self.lr = cfg.optim.lr
+
+    def begin_chunk(self, gammas: torch.Tensor) -> None:
+        k = gammas.shape[0]
+        torch.mm(gammas, self.YT, out=self.wtab[:k]).div_(self.N)
+        torch.mul(self.YT.unsqueeze(0), self.wtab[:k].unsqueeze(1), out=self.nywtab[:k]).neg_()
+
+    def step(self, i: int) -> None:
+        Wa, A, H, Z = self.Wa, self.A, self.H, self.Z
+        L = len(Wa) - 1
+        for l in range(L):
+            torch.mm(Wa[l], A[l], out=Z[l])
+            torch.clamp_min(Z[l], 0.0, out=H[l])
+        torch.mm(Wa[L], A[L], out=self.LT)
+        lp = self.LT.log_softmax(0)
+        # statistics of this forward pass (sample-sums per class via one matmul)
+        torch.gather(lp, 0, self.labr, out=self.S0)
+        torch.amax(self.LT, 0, keepdim=True, out=self.mx)
+        torch.gather(self.LT, 0, self.labr, out=self.lg)
+        torch.ge(self.lg, self.mx, out=self.S1)
+        torch.mm(self.S, self.Y, out=self.stat_rows[i])
+        # backward: dF/dlogits = (softmax − Y)·Γ[y]/N
+        d = torch.addcmul(self.nyw_rows[i], lp.exp_(), self.w_rows[i], out=self.d)
+        for l in range(L, -1, -1):
+            torch.mm(d, self.AT[l], out=self.gWa[l])
+            if l:
+                torch.mm(self.W_noBias_T[l], d, out=self.dA[l - 1])
+                d = _THRESHOLD_BACKWARD_OUT(self.dA[l - 1], H[l - 1], 0.0, grad_input=self.dA[l - 1])
+        torch.linalg.vector_norm(self.G, out=self.gn_rows[i])
+        self.P.sub_(self.G, alpha=self.lr)
+
+
+class AutogradStep(_Base):
+    """General path: autograd, optional mini-batches, SGD (momentum) or Adam."""
+
+    def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
+        super().__init__(cfg, model, data, chunk_rows)
+        o = cfg.optim
+        params = [p for p in model.parameters()]
+        if o.name == "adam":
+            self.opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            self.opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        self.params = params
+        self.lr = o.lr
+        self.B = cfg.data.batch_size
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.run.seed + 1)
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+        self.gam = torch.empty(chunk_rows, self.C, dtype=self.dtype, device=self.device)
+        self.gam_rows = list(self.gam.unbind(0))
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = float(lr)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+
+    def begin_chunk(self, gammas: torch.Tensor) -> None:
+        self.gam[: gammas.shape[0]].copy_(gammas)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tr = self.data.train
+        if not self.B:
+            return tr.x, tr.y, self.Y
+        if self.perm is None or self.pos + self.B > tr.n:
+            self.perm = torch.randperm(tr.n, generator=self.gen, device=self.device)
+            self.pos = 0
+        idx = self.perm[self.pos: self.pos + self.B]
+        self.pos += self.B
+        return tr.x[idx], tr.y[idx], self.Y[idx]
+
+    def step(self, i: int) -> None:
+        x, y, Y = self._batch()
+        logits = self.model(x)
+        lp = logits.log_softmax(1)
+        lpy = lp.gather(1, y[:, None])[:, 0]
+        loss = -(self.gam_rows[i][y] * lpy).mean()
+        with torch.no_grad():
+            S = torch.stack([lpy, (logits.argmax(1) == y).to(self.dtype), torch.ones_like(lpy)])
+            torch.mm(S, Y, out=self.stat_rows[i])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            norms = torch.stack([torch.linalg.vector_norm(p.grad) for p in self.params])
+            torch.linalg.vector_norm(norms, out=self.gn_rows[i])
+        self.opt.step()
+
+    def optimizer_state(self) -> dict:
+        return {"opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                "perm": self.perm, "pos": self.pos}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        if not state:
+            return
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos = state["perm"], state["pos"]
+        self.set_lr(self.lr)
+
+
+def make(cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int) -> _Base:
+    fused = (cfg.run.fused and cfg.optim.name == "gd" and cfg.optim.weight_decay == 0
+             and cfg.data.batch_size == 0 and cfg.model.kind == "mlp")
+    return (FusedMLPStep if fused else AutogradStep)(cfg, model, data, chunk_rows)

@@ -1,0 +1,397 @@
+"""The engine: the hot loop, metric flushes, live commands and checkpoints.
+
+Per update the loop costs the stepper's tensor ops plus two Python checks (a
+queued command? time to flush?).  Statistics stay on the device; a flush does
+one ``.cpu()`` of the chunk (plus one for held-out evaluations), turns the raw
+sums into columns, appends them to the run directory and publishes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import config as cfgmod
+from .. import protocol, runs
+from . import data as datamod
+from . import models, steppers
+from .schedule import Schedule
+from .server import ControlServer
+
+log = logging.getLogger("dlf_tui.engine")
+
+CHECKPOINT_VERSION = 1
+TABLE_ELEMENTS = 1 << 22  # cap on the per-chunk (rows × C × N) weight table
+
+
+class SetupError(RuntimeError):
+    """The run cannot start (bad device, unreadable config …); one line."""
+
+
+def metric_columns(C: int) -> list[str]:
+    return (["step", "loss_dynamical", "loss_ce", "accuracy"]
+            + [f"accuracy_class_{i}" for i in range(C)]
+            + [f"gamma_{i}" for i in range(C)]
+            + ["amplitude", "period", "lr", "grad_norm"])
+
+
+def eval_columns(C: int) -> list[str]:
+    return ["step", "val_loss_ce", "val_accuracy"] + [f"val_accuracy_class_{i}" for i in range(C)]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SetupError(f"run.device = {name}: CUDA is not available on this machine (use cpu or auto)")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SetupError(f"run.device = {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    return torch.device(name)
+
+
+def _class_stats(raw: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From rows [Σ log p (C) | correct (C) | count (C) | …]: per-class Σ CE,
+    correct, count, and the total count."""
+    nll = -raw[:, 0:C]
+    correct = raw[:, C:2 * C]
+    count = raw[:, 2 * C:3 * C]
+    return nll, correct, count, count.sum(1)
+
+
+def _per_class_accuracy(correct: np.ndarray, count: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, correct / np.maximum(count, 1), np.nan)
+
+
+class Engine:
+    def __init__(self, run_dir: Path, resume: bool = False):
+        self.dir = Path(run_dir)
+        self.run_info = runs.Run(self.dir)
+        try:
+            self.cfg = cfgmod.load(self.dir / runs.CONFIG)
+        except cfgmod.ConfigError as err:
+            raise SetupError(str(err)) from None
+        cfg = self.cfg
+        self.device = resolve_device(cfg.run.device)
+        self.dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        # Subnormal floats (e.g. exp of a very negative log-probability) are up to
+        # 100× slower on x86 and change nothing measurable: flush them to zero.
+        torch.set_flush_denormal(True)
+        torch.manual_seed(cfg.run.seed)
+
+        self.data = datamod.load(cfg.data, self.device, self.dtype)
+        C, N = self.data.classes, self.data.train.n
+        self.C = C
+        self.model = models.build(cfg.model, self.data.in_features, C, cfg.run.seed,
+                                  self.device, self.dtype)
+        self.chunk_rows = max(16, min(cfg.run.flush_every, TABLE_ELEMENTS // (C * N)))
+        self.stepper = steppers.make(cfg, self.model, self.data, self.chunk_rows)
+        s = cfg.schedule
+        self.schedule = Schedule.create(s.kind, s.amplitude, s.period, C, cfg.run.steps,
+                                        s.last_period_static)
+        self.lr = cfg.optim.lr
+        self.total = cfg.run.steps
+        self.step = 0
+        self.paused = False
+        self.stop_requested = False
+        self.state = "starting"
+        self.rate = 0.0
+        self.started = time.time()
+        self.metrics = runs.SeriesWriter(self.dir, "metrics", metric_columns(C))
+        self.evals = runs.SeriesWriter(self.dir, "eval", eval_columns(C))
+        self.events = open(self.dir / runs.EVENTS, "a", encoding="utf-8")
+        (self.dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
+        if resume:
+            self._resume()
+        elif self.metrics.rows:
+            raise SetupError(f"{self.dir} already holds {self.metrics.rows} updates; use resume")
+        self.server = ControlServer(self.dir / runs.SOCKET, self.hello, self._refused)
+
+    # -- facts for clients ---------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        s = self.schedule.s
+        return {"amplitude": s.amplitude, "amplitude_now": self.schedule.amplitude,
+                "period": s.period, "lr": self.lr, "kind": s.kind, "phase": s.t,
+                "emphasized": s.c, "static_tail": s.static_tail, "step": self.step,
+                "total": self.total, "device": str(self.device)}
+
+    def hello(self) -> protocol.Hello:
+        return protocol.Hello(
+            run_id=self.dir.name, config=cfgmod.to_dict(self.cfg), state=self.state,
+            params=self.params(), metrics_columns=self.metrics.columns,
+            eval_columns=self.evals.columns, metrics_rows=self.metrics.rows,
+            eval_rows=self.evals.rows)
+
+    def event(self, kind: str, message: str, step: int | None = None, **extra: Any) -> None:
+        ev = {"step": self.step if step is None else step, "time": round(time.time(), 3),
+              "kind": kind, "message": message, **extra}
+        self.events.write(json.dumps(ev) + "\n")
+        self.events.flush()
+        level = "error" if kind in ("error", "crashed") else "warning" if kind == "refused" else "info"
+        log.log(logging.ERROR if level == "error" else logging.INFO, "[%s] %s", kind, message)
+        if hasattr(self, "server"):
+            self.server.broadcast(protocol.Log(level=level, message=message, step=ev["step"]))
+
+    def _refused(self, reason: str) -> None:
+        # called from the server thread for commands that failed validation
+        self.event("refused", f"refused command: {reason}")
+
+    def _write_state(self, state: str, reason: str = "") -> None:
+        self.state = state
+        doc = {"state": state, "pid": os.getpid(), "step": self.step, "total": self.total,
+               "started": self.started, "reason": reason, "rate": round(self.rate, 1),
+               "device": str(self.device)}
+        if state in ("stopped", "finished", "crashed"):
+            doc["ended"] = time.time()
+        runs.write_json_atomic(self.dir / runs.STATE, doc)
+        if hasattr(self, "server"):
+            self.server.broadcast(protocol.State(state=state, step=self.step, total=self.total,
+                                                 rate=self.rate, reason=reason))
+
+    # -- commands ----------------------------------------------------------------------
+    def _apply_commands(self) -> None:
+        q = self.server.commands
+        while q:
+            cid, cmd = q.popleft()
+            try:
+                data = self._apply(cmd)
+            except cfgmod.ConfigError as err:
+                self.event("refused", f"refused {cmd.type}: {err}")
+                self.server.reply(cid, protocol.Reply(id=cmd.id, ok=False, error=str(err)))
+                continue
+            self.server.reply(cid, protocol.Reply(id=cmd.id, ok=True, data=data or {}))
+
+    def _apply(self, cmd: protocol.Command) -> dict | None:
+        if isinstance(cmd, protocol.Set):
+            return self.set_params(cmd.values, source="client")
+        if isinstance(cmd, protocol.Pause):
+            if not self.paused:
+                self.paused = True
+                self.event("pause", f"paused after update {self.step}")
+                self._write_state("paused")
+            return {"state": "paused"}
+        if isinstance(cmd, protocol.Resume):
+            if self.paused:
+                self.paused = False
+                self.event("resume", f"resumed at update {self.step + 1}", step=self.step + 1)
+                self._write_state("running")
+            return {"state": "running"}
+        if isinstance(cmd, protocol.Stop):
+            self.stop_requested = True
+            return {"state": "stopping"}
+        if isinstance(cmd, protocol.Checkpoint):
+            return {"path": str(self.checkpoint("request"))}
+        raise cfgmod.ConfigError(f"unsupported command {cmd.type!r}")  # pragma: no cover
+
+    def set_params(self, values: dict[str, Any], source: str = "client") -> dict:
+        """Apply live edits between updates; they take effect from update step+1."""
+        before = self.params()
+        changes = {}
+        for name, value in values.items():
+            value = cfgmod.check_live(name, value)
+            if name == "amplitude":
+                if self.schedule.s.static_tail:
+                    # an explicit edit ends the automatic plain-CE tail
+                    self.schedule.s.static_tail = False
+                    self.schedule.s.last_period_static = False
+                self.schedule.set_amplitude(value)
+            elif name == "period":
+                self.schedule.set_period(value)
+            elif name == "lr":
+                self.lr = value
+                self.stepper.set_lr(value)
+            changes[name] = value
+        after = self.params()
+        text = ", ".join(f"{k} {before[k]:g} → {after[k]:g}" for k in changes)
+        self.event("set", text, step=self.step + 1, changes=changes,
+                   phase=after["phase"], emphasized=after["emphasized"], source=source)
+        self.server.broadcast(protocol.ParamsChanged(step=self.step + 1, changes=changes,
+                                                     params=after, source=source))
+        return {"params": after}
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self, reason: str) -> Path:
+        path = self.dir / runs.CHECKPOINTS / f"step-{self.step:09d}.pt"
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.stepper.optimizer_state(),
+            "schedule": self.schedule.state_dict(),
+            "lr": self.lr,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+            "metrics_rows": self.metrics.rows,
+            "eval_rows": self.evals.rows,
+            "config": cfgmod.to_toml(self.cfg),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        self.event("checkpoint", f"checkpoint at update {self.step} ({reason}): {path.name}",
+                   path=str(path))
+        return path
+
+    def _resume(self) -> None:
+        ckpts = sorted((self.dir / runs.CHECKPOINTS).glob("step-*.pt"))
+        if not ckpts:
+            raise SetupError(f"{self.dir}: no checkpoint to resume from")
+        st = torch.load(ckpts[-1], map_location=self.device, weights_only=False)
+        if st.get("version") != CHECKPOINT_VERSION:
+            raise SetupError(f"{ckpts[-1]}: unsupported checkpoint version {st.get('version')}")
+        self.model.load_state_dict(st["model"])
+        self.stepper.load_optimizer_state(st["optimizer"])
+        self.schedule = Schedule.from_state_dict(st["schedule"])
+        self.schedule.set_total(self.total)
+        self.lr = st["lr"]
+        self.stepper.set_lr(self.lr)
+        self.step = st["step"]
+        torch.set_rng_state(st["rng"]["torch"])
+        if st["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+        self.metrics.truncate(st["metrics_rows"])
+        self.evals.truncate(st["eval_rows"])
+        self.event("resume", f"resumed from {ckpts[-1].name} at update {self.step}")
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            self.stop_requested = True
+            self.server.wakeup.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def run(self) -> int:
+        self._install_signals()
+        self.server.start()
+        self._write_state("running")
+        self.event("start", f"started {self.cfg.name} on {self.device}, update {self.step + 1}"
+                   f" of {self.total}", step=self.step + 1)
+        try:
+            self._loop()
+        except BaseException as err:  # noqa: BLE001 - the engine reports every failure
+            line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".strip()
+            log.error("engine crashed:\n%s", traceback.format_exc())
+            self.event("error", f"engine crashed at update {self.step}: {line}")
+            self._write_state("crashed", line)
+            self.server.close()
+            return 1
+        if self.stop_requested and self.step < self.total:
+            self.checkpoint("stop")
+            self.event("stop", f"stopped after update {self.step}")
+            self._write_state("stopped")
+        else:
+            self.checkpoint("finished")
+            self.event("finish", f"finished {self.step} updates")
+            self._write_state("finished")
+        self.server.close()
+        return 0
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        stepper = self.stepper
+        val = self.data.val
+        eval_every = cfg.data.eval_every
+        flush_s = cfg.run.flush_seconds
+        ckpt_every = cfg.run.checkpoint_every
+        cmds = self.server.commands
+        clock = time.perf_counter
+        steady_t0, steady_n = None, 0
+        while self.step < self.total:
+            self._apply_commands()
+            if self.stop_requested:
+                break
+            if self.paused:
+                self.server.wakeup.wait(0.5)
+                self.server.wakeup.clear()
+                continue
+            k = min(self.chunk_rows, self.total - self.step)
+            if ckpt_every:
+                k = min(k, ckpt_every - self.step % ckpt_every)
+            gam, amp, per = self.schedule.table(k)
+            stepper.begin_chunk(torch.as_tensor(gam, dtype=self.dtype, device=self.device))
+            step0 = self.step
+            evals: list[tuple[int, torch.Tensor]] = []
+            t0 = clock()
+            i = 0
+            while i < k:
+                if val is not None:
+                    kk = step0 + i + 1
+                    if kk % eval_every == 0 or kk == 1 or kk == self.total:
+                        evals.append((kk, stepper.eval_stats(val)))
+                stepper.step(i)
+                i += 1
+                if cmds or self.stop_requested:
+                    break
+                if not i & 63 and clock() - t0 > flush_s:
+                    break
+            self._flush(step0, i, gam, amp, per, evals)
+            if self.schedule.advance(i):
+                self.event("static_tail", f"last period: amplitude 1 (plain CE) from update "
+                           f"{self.step + i + 1}", step=self.step + i + 1)
+            self.step += i
+            now = clock()
+            if steady_t0 is None:
+                steady_t0 = now  # the first chunk includes warm-up
+            else:
+                steady_n += i
+                self.rate = steady_n / max(now - steady_t0, 1e-9)
+            if ckpt_every and self.step % ckpt_every == 0 and self.step < self.total:
+                self.checkpoint("periodic")
+
+    def _flush(self, step0: int, n: int, gam: np.ndarray, amp: np.ndarray, per: np.ndarray,
+               evals: list[tuple[int, torch.Tensor]]) -> None:
+        C = self.C
+        raw = self.stepper.buf[:n].cpu().numpy().astype(np.float64)  # the one host sync
+        nll, correct, count, ntot = _class_stats(raw, C)
+        g = gam[:n]
+        rows = np.column_stack([
+            np.arange(step0 + 1, step0 + n + 1, dtype=np.float64),
+            (g * nll).sum(1) / ntot,
+            nll.sum(1) / ntot,
+            correct.sum(1) / ntot,
+            _per_class_accuracy(correct, count),
+            g, amp[:n], per[:n], np.full(n, self.lr), raw[:, 3 * C],
+        ])
+        srv = self.server
+        with srv.lock:
+            start = self.metrics.append(rows)
+            if srv.has_clients:
+                srv.publish(protocol.Metrics.pack(start, self.metrics.columns, rows))
+        if evals:
+            ev = torch.stack([e for _, e in evals]).cpu().numpy().astype(np.float64)
+            ev = ev.reshape(len(evals), -1)
+            enll, ecorrect, ecount, entot = _class_stats(ev, C)
+            erows = np.column_stack([
+                np.array([s for s, _ in evals], dtype=np.float64),
+                enll.sum(1) / entot, ecorrect.sum(1) / entot,
+                _per_class_accuracy(ecorrect, ecount)])
+            with srv.lock:
+                start = self.evals.append(erows)
+                if srv.has_clients:
+                    srv.publish(protocol.Eval.pack(start, self.evals.columns, erows))
+        if srv.has_clients:
+            srv.broadcast(protocol.State(state=self.state, step=step0 + n, total=self.total,
+                                         rate=self.rate))
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.evals.close()
+        self.events.close()
