@@ -197,3 +197,43 @@ def test_headless_run_prints_lines_and_summary(tmp_path):
     assert [l.split()[1] for l in period_lines] == ["500/1200", "1000/1200", "1200/1200"]
     assert any(l.startswith("finished: ") for l in lines)
     assert "run directory:" in r.stdout
+
+
+@pytest.mark.parametrize("opt", [["optim.name=adam", "optim.lr=0.05", "data.batch_size=32"],
+                                 ["optim.name=sgd", "optim.momentum=0.9", "optim.lr=0.05",
+                                  "data.batch_size=30"],
+                                 ["model.init=torch", "run.fused=false", "model.hidden=[16,16]"]])
+def test_other_optimisers_and_paths_train(tmp_path, opt):
+    cfg = tiny_config("run.steps=600", "schedule.amplitude=1", "run.dtype=float32",
+                      "data.turns=0.5", *opt)  # a short spiral: learnable in 600 updates
+    run = runs.create_run(cfg, tmp_path / "runs")
+    assert runs.spawn_engine(run).wait(60) == 0, runs.engine_failure(run)
+    m = run.read()
+    cols = run.columns()
+    ce = m[:, cols.index("loss_ce")]
+    assert np.isfinite(ce).all()
+    assert ce[-50:].mean() < 0.93 * ce[:10].mean()  # it learns
+    assert "AutogradStep" in (run.path / "engine.log").read_text()
+
+
+def test_ctrl_c_stops_headless_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "dlf_tui", "run", "spiral-fig4", "--runs-dir",
+                          str(tmp_path / "r"), "--set", "schedule.period=99"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = runs.list_runs(tmp_path / "r")
+        if found and found[0].rows() > 500:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    [run] = runs.list_runs(tmp_path / "r")
+    assert run.state()["state"] == "stopped"
+    assert "stopped: " in out and "Traceback" not in err
+    assert 500 < run.rows() < 70000
+    assert run.last_row()["step"] == run.rows()

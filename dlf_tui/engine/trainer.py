@@ -100,6 +100,8 @@ class Engine:
                                   self.device, self.dtype)
         self.chunk_rows = max(16, min(cfg.run.flush_every, TABLE_ELEMENTS // (C * N)))
         self.stepper = steppers.make(cfg, self.model, self.data, self.chunk_rows)
+        log.info("stepper: %s on %s, %s, %d threads", type(self.stepper).__name__, self.device,
+                 cfg.run.dtype, torch.get_num_threads())
         s = cfg.schedule
         self.schedule = Schedule.create(s.kind, s.amplitude, s.period, C, cfg.run.steps,
                                         s.last_period_static)
