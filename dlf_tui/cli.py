@@ -158,7 +158,7 @@ def resume(
 def ctl(
     ctx: typer.Context,
     run: str = typer.Argument(..., help="Run directory or id."),
-    command: str = typer.Argument(..., help="set | pause | resume | stop | checkpoint"),
+    command: str = typer.Argument(..., help="set | pause | resume | stop | checkpoint | rollback"),
     values: List[str] = typer.Argument(None, help="For set: amplitude=30 period=2000 lr=0.5"),
     runs_dir: Optional[Path] = RunsDir,
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the engine."),

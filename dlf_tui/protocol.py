@@ -186,6 +186,13 @@ class Checkpoint(Command):
     type: ClassVar[str] = "checkpoint"
 
 
+@dataclass
+class Rollback(Command):
+    """Go back to the last checkpoint (metrics after it are dropped; see ``Rewound``)."""
+
+    type: ClassVar[str] = "rollback"
+
+
 # ---------------------------------------------------------------------------
 # Engine → client
 # ---------------------------------------------------------------------------
@@ -274,6 +281,17 @@ class ParamsChanged(Message):
 
 
 @dataclass
+class Rewound(Message):
+    """The run went back to update ``step``: the series files now hold
+    ``metrics_rows``/``eval_rows`` rows; drop anything after them."""
+
+    type: ClassVar[str] = "rewound"
+    step: int = 0
+    metrics_rows: int = 0
+    eval_rows: int = 0
+
+
+@dataclass
 class Log(Message):
     type: ClassVar[str] = "log"
     level: str = "info"  # info | warning | error
@@ -292,7 +310,7 @@ class Reply(Message):
     data: dict = field(default_factory=dict)
 
 
-COMMANDS = {c.type: c for c in (Set, Pause, Resume, Stop, Checkpoint)}
+COMMANDS = {c.type: c for c in (Set, Pause, Resume, Stop, Checkpoint, Rollback)}
 
 
 def command(name: str, values: dict | None = None, id: int = 0) -> Command:

@@ -34,86 +34,131 @@ from .data import Dataset
 from .steppers import FusedMLPStep
 
 CC = os.environ.get("CC") or "cc"
-FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # the second if -march=native is refused
-COMMON_FLAGS = ["-fPIC", "-shared", "-fopenmp-simd", "-std=gnu11"]
+# tried in order until one compiles: libmvec (glibc, -z defs so a missing symbol fails the
+# link, not the load), then without it, then without -march=native
+FLAG_SETS = ((["-O3", "-march=native", "-DDLF_MVEC", "-Wl,-z,defs"], ["-lmvec", "-lm"]),
+             (["-O3", "-march=native"], ["-lm"]),
+             (["-O3"], ["-lm"]))
+VL64 = 8  # lanes per sample block in the float64 kernel (float32: twice as many)
+# -fno-math-errno (exp/log need not set errno) lets the softmax loop vectorise; unlike
+# -ffast-math it keeps IEEE semantics, so NaN and inf still propagate
+COMMON_FLAGS = ["-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11"]
 MAX_DIM = 32  # F and C are unrolled in the kernel: keep them small
 REASON = ""  # why the last load_kernel() returned None ("" if it did not)
+FLAGS = ""  # the compiler flags of the last kernel build() returned
 
-# One function per dtype; $real/$sfx/$exp/$log are filled in below.
-# Layout (row-major): xa (F+1, N) with a last row of ones; P = [W0a (H, F+1) | W2a (C, H+1)],
-# bias in the last column; G likewise.  hid (H, N), L and D (C, N) are scratch.
+# One function per dtype; $real/$sfx/$vl/$exp/$log/$sqrt are filled in below.
+# Layout (row-major): xa (F+1, N) with a last row of ones (never read: the biases are added
+# directly); P = [W0a (H, F+1) | W2a (C, H+1)], bias in the last column; G likewise;
+# hid (H, N), L and D (C, N) are scratch.
+# Sample loops run over blocks of $vl lanes with per-lane accumulators (fixed summation
+# order, no horizontal reduction inside the loop), the tail through the same inline code.
 _TEMPLATE = r"""
-/* One full-batch gradient-descent update; writes the statistics row
-   out = [sum log p(y) per class | correct per class | count per class | ||G||]
-   of the forward pass before the update, then P -= lr * G. */
+/* Forward for samples n0 .. n0+cnt-1 (cnt <= $vl): hidden rows hid[h] = relu(W0a[h] . xa),
+   accumulated at once into the logits L = W2a . [hid; 1], which stay in registers over h. */
+static inline __attribute__((always_inline)) void
+fwd_$sfx(int cnt, int64_t n0, const $real *restrict xa, const $real *restrict W0,
+         const $real *restrict W2, $real *restrict hid, $real *restrict L, int64_t N, int64_t H)
+{
+    const int64_t H1 = H + 1;
+    $real x[NF][$vl], acc[NC][$vl];
+    for (int j = 0; j < cnt; j++) {
+        for (int f = 0; f < NF; f++) x[f][j] = xa[f * N + n0 + j];
+        for (int c = 0; c < NC; c++) acc[c][j] = W2[c * H1 + H];
+    }
+    for (int64_t h = 0; h < H; h++) {
+        const $real *restrict wr = W0 + h * F1;
+#pragma omp simd
+        for (int j = 0; j < cnt; j++) {
+            $real z = wr[NF];  /* the bias (xa's row of ones) */
+            for (int f = 0; f < NF; f++) z += wr[f] * x[f][j];
+            z = z < 0 ? 0 : z;  /* ReLU that keeps NaN, like clamp_min */
+            hid[h * N + n0 + j] = z;
+            for (int c = 0; c < NC; c++) acc[c][j] += W2[c * H1 + h] * z;
+        }
+    }
+    for (int c = 0; c < NC; c++)
+        for (int j = 0; j < cnt; j++) L[c * N + n0 + j] = acc[c][j];
+}
+
+/* Backward for hidden unit h and samples n0 .. n0+cnt-1, one pass: the masked hidden
+   delta, its first-layer gradient, and the second-layer gradient, into per-lane sums. */
+static inline __attribute__((always_inline)) void
+bwd_$sfx(int cnt, int64_t n0, const $real *restrict xa, const $real *restrict a,
+         const $real *restrict D, const $real *restrict v, $real g0[F1][$vl], $real g2[NC][$vl],
+         int64_t N)
+{
+#pragma omp simd
+    for (int j = 0; j < cnt; j++) {
+        const int64_t n = n0 + j;
+        $real da = 0;
+        for (int c = 0; c < NC; c++) da += v[c] * D[c * N + n];
+        da = a[n] <= 0 ? 0 : da;  /* as threshold_backward */
+        for (int f = 0; f < NF; f++) g0[f][j] += da * xa[f * N + n];
+        g0[NF][j] += da;
+        for (int c = 0; c < NC; c++) g2[c][j] += D[c * N + n] * a[n];
+    }
+}
+
+/* One full-batch gradient-descent update.  Writes the statistics of the forward pass
+   before the update, out = [sum log p(y) per class | correct per class | count per class
+   | ||G||], then P -= lr * G.  Labels must lie in 0 .. NC-1. */
 void dlf_step_$sfx(const $real *restrict xa, const int64_t *restrict y,
                    const $real *restrict w, $real *restrict P, $real *restrict G,
                    $real *restrict hid, $real *restrict L, $real *restrict D,
                    $real *restrict out, const double *restrict lr, int64_t N, int64_t H)
 {
-    const int64_t H1 = H + 1;
+    const int64_t H1 = H + 1, Nv = N - N % $vl;
     const $real *W0 = P, *W2 = P + H * F1;
     $real *gW0 = G, *gW2 = G + H * F1;
 
-    /* forward: hidden row h = relu(W0a[h] . xa), accumulated into the logits at once */
-    for (int c = 0; c < NC; c++)
-        for (int64_t n = 0; n < N; n++) L[c * N + n] = W2[c * H1 + H];
-    for (int64_t h = 0; h < H; h++) {
-        $real wr[F1], v[NC];
-        for (int f = 0; f < F1; f++) wr[f] = W0[h * F1 + f];
-        for (int c = 0; c < NC; c++) v[c] = W2[c * H1 + h];
-        $real *restrict a = hid + h * N;
-#pragma omp simd
-        for (int64_t n = 0; n < N; n++) {
-            $real z = 0;
-            for (int f = 0; f < F1; f++) z += wr[f] * xa[f * N + n];
-            z = z < 0 ? 0 : z; /* ReLU that keeps NaN, like clamp_min */
-            a[n] = z;
-            for (int c = 0; c < NC; c++) L[c * N + n] += v[c] * z;
-        }
-    }
+    for (int64_t n0 = 0; n0 < Nv; n0 += $vl) fwd_$sfx($vl, n0, xa, W0, W2, hid, L, N, H);
+    if (Nv < N) fwd_$sfx((int)(N - Nv), Nv, xa, W0, W2, hid, L, N, H);
 
-    /* max-subtracted log-softmax, statistics, D = dF/dlogits = (softmax - onehot) * w */
+    /* max-subtracted log-softmax; D = dF/dlogits = (softmax - onehot) * w; the logits
+       are dead afterwards, so rows 0 and 1 of L take log p(y_n) and "correct" */
+#pragma omp simd
+    for (int64_t n = 0; n < N; n++) {
+        const $real yn = ($real)y[n];  /* compared as $real: an int64 compare stops GCC vectorising */
+        $real l[NC], e[NC], m = L[n], s = 0, ly = 0;
+        for (int c = 0; c < NC; c++) {
+            l[c] = L[c * N + n];
+            m = ((l[c] > m) | (l[c] != l[c])) ? l[c] : m;  /* a max that propagates NaN */
+            ly = c == yn ? l[c] : ly;
+        }
+        for (int c = 0; c < NC; c++) { e[c] = $exp(l[c] - m); s += e[c]; }
+        for (int c = 0; c < NC; c++) D[c * N + n] = (e[c] / s - (c == yn)) * w[n];
+        L[n] = (ly - m) - $log(s);
+        L[N + n] = ly >= m;
+    }
     $real lps[NC] = {0}, cor[NC] = {0}, cnt[NC] = {0}, gb[NC] = {0};
     for (int64_t n = 0; n < N; n++) {
         const int64_t yn = y[n];
-        $real l[NC], e[NC], m = L[n], s = 0;
-        for (int c = 0; c < NC; c++) {
-            l[c] = L[c * N + n];
-            m = (l[c] > m || l[c] != l[c]) ? l[c] : m; /* max that propagates NaN */
-        }
-        for (int c = 0; c < NC; c++) { e[c] = $exp(l[c] - m); s += e[c]; }
-        const $real ls = $log(s);
-        for (int c = 0; c < NC; c++) {
-            const $real d = (e[c] / s - (c == yn)) * w[n];
-            D[c * N + n] = d;
-            gb[c] += d;
-        }
-        lps[yn] += (l[yn] - m) - ls;
-        cor[yn] += l[yn] >= m;
+        lps[yn] += L[n];
+        cor[yn] += L[N + n];
         cnt[yn] += 1;
+        for (int c = 0; c < NC; c++) gb[c] += D[c * N + n];
     }
     for (int c = 0; c < NC; c++) {
         out[c] = lps[c]; out[NC + c] = cor[c]; out[2 * NC + c] = cnt[c];
         gW2[c * H1 + H] = gb[c];
     }
 
-    /* backward, one pass per hidden row: masked hidden delta, its first-layer
-       gradient, and the second-layer gradient */
     for (int64_t h = 0; h < H; h++) {
-        const $real *restrict a = hid + h * N;
-        $real v[NC], g2[NC] = {0}, g0[F1] = {0};
+        $real v[NC], g0[F1][$vl] = {{0}}, g2[NC][$vl] = {{0}};
         for (int c = 0; c < NC; c++) v[c] = W2[c * H1 + h];
-#pragma omp simd reduction(+:g2[:NC], g0[:F1])
-        for (int64_t n = 0; n < N; n++) {
-            $real da = 0;
-            for (int c = 0; c < NC; c++) da += v[c] * D[c * N + n];
-            da = a[n] <= 0 ? 0 : da; /* as threshold_backward */
-            for (int f = 0; f < F1; f++) g0[f] += da * xa[f * N + n];
-            for (int c = 0; c < NC; c++) g2[c] += D[c * N + n] * a[n];
+        for (int64_t n0 = 0; n0 < Nv; n0 += $vl) bwd_$sfx($vl, n0, xa, hid + h * N, D, v, g0, g2, N);
+        if (Nv < N) bwd_$sfx((int)(N - Nv), Nv, xa, hid + h * N, D, v, g0, g2, N);
+        for (int f = 0; f < F1; f++) {
+            $real s = 0;
+            for (int j = 0; j < $vl; j++) s += g0[f][j];
+            gW0[h * F1 + f] = s;
         }
-        for (int f = 0; f < F1; f++) gW0[h * F1 + f] = g0[f];
-        for (int c = 0; c < NC; c++) gW2[c * H1 + h] = g2[c];
+        for (int c = 0; c < NC; c++) {
+            $real s = 0;
+            for (int j = 0; j < $vl; j++) s += g2[c][j];
+            gW2[c * H1 + h] = s;
+        }
     }
 
     /* ||G|| and the update in one pass */
@@ -129,11 +174,27 @@ void dlf_step_$sfx(const $real *restrict xa, const int64_t *restrict y,
 }
 """
 
-SOURCE = ("#include <math.h>\n#include <stdint.h>\n"
-          "#if !defined(NF) || !defined(NC)\n#error compile with -DNF=<features> -DNC=<classes>\n#endif\n"
-          "#define F1 (NF + 1)\n"
-          + Template(_TEMPLATE).substitute(real="double", sfx="f64", exp="exp", log="log", sqrt="sqrt")
-          + Template(_TEMPLATE).substitute(real="float", sfx="f32", exp="expf", log="logf", sqrt="sqrtf"))
+_HEADER = """#include <math.h>
+#include <stdint.h>
+#if !defined(NF) || !defined(NC)
+#error compile with -DNF=<input features> -DNC=<classes>
+#endif
+#define F1 (NF + 1)
+#ifdef DLF_MVEC /* glibc's libmvec has vector exp/log: lets the softmax loop vectorise */
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+double log(double);
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+float logf(float);
+#endif
+"""
+
+SOURCE = _HEADER + "".join(
+    Template(_TEMPLATE).substitute(real=real, sfx=sfx, vl=vl, exp="exp" + m, log="log" + m, sqrt="sqrt" + m)
+    for real, sfx, vl, m in (("double", "f64", VL64, ""), ("float", "f32", 2 * VL64, "f")))
 
 
 class KernelBuildError(RuntimeError):
@@ -169,17 +230,19 @@ def _cpu_id() -> str:
 
 def build(features: int, classes: int) -> Path:
     """Path of the compiled kernel for (F, C), compiling it if not cached; raises KernelBuildError."""
+    global FLAGS
     version, cpu = _compiler_version(), _cpu_id()
     dims = [f"-DNF={int(features)}", f"-DNC={int(classes)}"]
     d = cache_dir()
     candidates = []
-    for flags in FLAG_SETS:
+    for flags, libs in FLAG_SETS:
         flags = flags + COMMON_FLAGS + dims
-        key = hashlib.sha256("\0".join([SOURCE, *flags, version, cpu]).encode()).hexdigest()[:32]
+        key = hashlib.sha256("\0".join([SOURCE, *flags, *libs, version, cpu]).encode()).hexdigest()[:32]
         path = d / f"{key}.so"
         if path.exists():
+            FLAGS = " ".join(flags + libs)
             return path
-        candidates.append((flags, path))
+        candidates.append((flags, libs, path))
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -188,15 +251,16 @@ def build(features: int, classes: int) -> Path:
     with tempfile.TemporaryDirectory(prefix="dlf-kernel-") as tmp:
         src = Path(tmp) / "dlf_step.c"
         src.write_text(SOURCE)
-        for flags, path in candidates:
+        for flags, libs, path in candidates:
             # compile beside the target, then rename: atomic, so concurrent builders are safe
             fd, part = tempfile.mkstemp(dir=d, prefix=".part-", suffix=".so")
             os.close(fd)
             try:
-                r = subprocess.run([CC, *flags, "-o", part, str(src), "-lm"],
+                r = subprocess.run([CC, *flags, "-o", part, str(src), *libs],
                                    capture_output=True, text=True, timeout=300)
                 if r.returncode == 0:
                     os.replace(part, path)
+                    FLAGS = " ".join(flags + libs)
                     return path
                 errors.append(f"{' '.join(flags)}: {r.stderr.strip()[-300:]}")
             except (OSError, subprocess.SubprocessError) as e:
@@ -246,22 +310,21 @@ def usable(cfg: Config, model: nn.Module, device: torch.device | str) -> bool:
 class CKernelMLPStep(FusedMLPStep):
     """``FusedMLPStep`` whose update is one call into the C kernel (CPU, one hidden layer)."""
 
+    needs_label_table = False  # the kernel needs only the per-sample weights
+
     def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
-        self._lr = ctypes.c_double()  # the kernel reads lr through a pointer (see the lr property)
-        super().__init__(cfg, model, data, chunk_rows)
-        if len(self.Wa) != 2 or self.device.type != "cpu":
-            raise ValueError("CKernelMLPStep needs a CPU MLP with exactly one hidden layer")
-        F, C = self.Wa[0].shape[1] - 1, self.C
-        lib = load_kernel(F, C)
-        if lib is None:
+        # checked before FusedMLPStep turns the model's parameters into views of its buffer
+        if not usable(cfg, model, data.train.x.device):
             raise RuntimeError(f"C kernel unavailable: {REASON}")
-        fn = lib.dlf_step_f64 if self.dtype == torch.float64 else lib.dlf_step_f32
-        y = self.data.train.y.to(torch.int64).contiguous()
+        C = data.classes
+        y = data.train.y.to(torch.int64).contiguous()
         if y.numel() and not (0 <= int(y.min()) and int(y.max()) < C):  # the kernel indexes by label
             raise ValueError("labels out of range")
         self._y = y
-        # the kernel needs only the per-sample weights, not the parent's (k, C, N) table
-        del self.nywtab, self.nyw_rows
+        self._lr = ctypes.c_double()  # the kernel reads lr through a pointer (see the lr property)
+        super().__init__(cfg, model, data, chunk_rows)
+        lib = load_kernel(self.Wa[0].shape[1] - 1, C)
+        fn = lib.dlf_step_f64 if self.dtype == torch.float64 else lib.dlf_step_f32
         p = ctypes.c_void_p
         hid = self.H[0]  # rows 0..H-1 of A[1]: contiguous
         assert all(t.is_contiguous() for t in (self.A[0], hid, self.LT, self.d, self.wtab, self.buf))

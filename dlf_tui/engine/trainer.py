@@ -197,6 +197,8 @@ class Engine:
             return {"state": "stopping"}
         if isinstance(cmd, protocol.Checkpoint):
             return {"path": str(self.checkpoint("request"))}
+        if isinstance(cmd, protocol.Rollback):
+            return self.rollback()
         raise cfgmod.ConfigError(f"unsupported command {cmd.type!r}")  # pragma: no cover
 
     def set_params(self, values: dict[str, Any], source: str = "client") -> dict:
@@ -248,14 +250,20 @@ class Engine:
                    path=str(path))
         return path
 
-    def _resume(self) -> None:
+    def _latest_checkpoint(self) -> Path:
         ckpts = sorted((self.dir / runs.CHECKPOINTS).glob("step-*.pt"))
         if not ckpts:
-            raise SetupError(f"{self.dir}: no checkpoint to resume from")
-        st = torch.load(ckpts[-1], map_location=self.device, weights_only=False)
+            raise cfgmod.ConfigError(f"{self.dir.name}: no checkpoint yet")
+        return ckpts[-1]
+
+    def _load_checkpoint(self, path: Path) -> None:
+        """Restore everything a checkpoint holds and cut the series files back to it."""
+        st = torch.load(path, map_location=self.device, weights_only=False)
         if st.get("version") != CHECKPOINT_VERSION:
-            raise SetupError(f"{ckpts[-1]}: unsupported checkpoint version {st.get('version')}")
-        self.model.load_state_dict(st["model"])
+            raise SetupError(f"{path}: unsupported checkpoint version {st.get('version')}")
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                v.copy_(st["model"][k])  # in place: the fused stepper's views stay valid
         self.stepper.load_optimizer_state(st["optimizer"])
         self.schedule = Schedule.from_state_dict(st["schedule"])
         self.schedule.set_total(self.total)
@@ -267,7 +275,26 @@ class Engine:
             torch.cuda.set_rng_state_all(st["rng"]["cuda"])
         self.metrics.truncate(st["metrics_rows"])
         self.evals.truncate(st["eval_rows"])
-        self.event("resume", f"resumed from {ckpts[-1].name} at update {self.step}")
+
+    def _resume(self) -> None:
+        try:
+            path = self._latest_checkpoint()
+        except cfgmod.ConfigError as err:
+            raise SetupError(f"cannot resume: {err}") from None
+        self._load_checkpoint(path)
+        self.event("resume", f"resumed from {path.name} at update {self.step}")
+
+    def rollback(self) -> dict:
+        path = self._latest_checkpoint()
+        with self.server.lock:
+            self._load_checkpoint(path)
+            self.server.publish(protocol.Rewound(step=self.step, metrics_rows=self.metrics.rows,
+                                                 eval_rows=self.evals.rows))
+        self.event("rollback", f"rolled back to {path.name}: continuing from update {self.step + 1}",
+                   step=self.step + 1)
+        self.server.broadcast(protocol.ParamsChanged(step=self.step + 1, changes={},
+                                                     params=self.params(), source="rollback"))
+        return {"params": self.params(), "path": str(path)}
 
     # -- the loop ---------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -315,7 +342,7 @@ class Engine:
         ckpt_every = cfg.run.checkpoint_every
         cmds = self.server.commands
         clock = time.perf_counter
-        steady_t0, steady_n = None, 0
+        first_chunk, busy_n, busy_s = True, 0, 0.0
         while self.step < self.total:
             self._apply_commands()
             if self.stop_requested:
@@ -329,6 +356,7 @@ class Engine:
                 k = min(k, ckpt_every - self.step % ckpt_every)
             gam, amp, per = self.schedule.table(k)
             stepper.begin_chunk(torch.as_tensor(gam, dtype=self.dtype, device=self.device))
+            snap = stepper.snapshot()  # to drop a diverging update before it is kept
             step0 = self.step
             evals: list[tuple[int, torch.Tensor]] = []
             t0 = clock()
@@ -344,34 +372,87 @@ class Engine:
                     break
                 if not i & 63 and clock() - t0 > flush_s:
                     break
-            self._flush(step0, i, gam, amp, per, evals)
+            raw = self.stepper.buf[:i].cpu().numpy().astype(np.float64)  # the one host sync
+            rows = self._rows(step0, raw, gam, amp, per)
+            bad = None
+            if not (np.isfinite(rows[:, 1:3]).all() and np.isfinite(raw[:, 3 * self.C]).all()
+                    and stepper.params_finite()):
+                i, bad = self._replay_until_divergence(snap, i)
+                raw = self.stepper.buf[:i].cpu().numpy().astype(np.float64)
+                rows = self._rows(step0, raw, gam, amp, per)
+                evals = [(s_, e) for s_, e in evals if s_ <= step0 + i]
+            self._flush(rows, evals)
             if self.schedule.advance(i):
                 self.event("static_tail", f"last period: amplitude 1 (plain CE) from update "
                            f"{self.step + i + 1}", step=self.step + i + 1)
             self.step += i
-            now = clock()
-            if steady_t0 is None:
-                steady_t0 = now  # the first chunk includes warm-up
-            else:
-                steady_n += i
-                self.rate = steady_n / max(now - steady_t0, 1e-9)
+            if bad is not None:
+                self._diverged(bad)
+            if first_chunk:
+                first_chunk = False  # it includes warm-up
+            else:  # training time only: pauses do not count
+                busy_n += i
+                busy_s += clock() - t0
+                self.rate = busy_n / max(busy_s, 1e-9)
             if ckpt_every and self.step % ckpt_every == 0 and self.step < self.total:
                 self.checkpoint("periodic")
 
-    def _flush(self, step0: int, n: int, gam: np.ndarray, amp: np.ndarray, per: np.ndarray,
-               evals: list[tuple[int, torch.Tensor]]) -> None:
-        C = self.C
-        raw = self.stepper.buf[:n].cpu().numpy().astype(np.float64)  # the one host sync
+    def _rows(self, step0: int, raw: np.ndarray, gam: np.ndarray, amp: np.ndarray,
+              per: np.ndarray) -> np.ndarray:
+        """Metric rows (one per update) from the raw device statistics."""
+        C, n = self.C, raw.shape[0]
         nll, correct, count, ntot = _class_stats(raw, C)
         g = gam[:n]
-        rows = np.column_stack([
-            np.arange(step0 + 1, step0 + n + 1, dtype=np.float64),
-            (g * nll).sum(1) / ntot,
-            nll.sum(1) / ntot,
-            correct.sum(1) / ntot,
-            _per_class_accuracy(correct, count),
-            g, amp[:n], per[:n], np.full(n, self.lr), raw[:, 3 * C],
-        ])
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.column_stack([
+                np.arange(step0 + 1, step0 + n + 1, dtype=np.float64),
+                (g * nll).sum(1) / ntot,
+                nll.sum(1) / ntot,
+                correct.sum(1) / ntot,
+                _per_class_accuracy(correct, count),
+                g, amp[:n], per[:n], np.full(n, self.lr), raw[:, 3 * C],
+            ])
+
+    def _replay_until_divergence(self, snap: dict, n: int) -> tuple[int, str]:
+        """Redo the chunk's updates one by one from ``snap`` and stop before the
+        first bad one: an update whose gradient is not finite, or whose resulting
+        parameters, or the loss at them, are not.  Returns (good updates, why)."""
+        st = self.stepper
+        st.restore(snap)
+        C = self.C
+        prev: dict | None = None  # parameters before update j-1
+        for j in range(n):
+            before = st.snapshot()
+            st.step(j)
+            row = st.buf[j].cpu().numpy().astype(np.float64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                ce = -row[0:C].sum() / row[2 * C:3 * C].sum()
+            if not np.isfinite(ce):  # the parameters update j-1 produced give a bad loss
+                if prev is not None:
+                    st.restore(prev)
+                    return j - 1, f"it makes the loss {ce}"
+                st.restore(before)
+                return j, f"the loss is {ce}"
+            why = ""
+            if not np.isfinite(row[3 * C]):
+                why = f"the gradient norm is {row[3 * C]}"
+            elif not st.params_finite():
+                why = "it makes the parameters non-finite"
+            if why:
+                st.restore(before)
+                return j, why
+            prev = before
+        return n, "a non-finite value appeared"  # pragma: no cover - not reproducible
+
+    def _diverged(self, why: str) -> None:
+        self.paused = True
+        reason = (f"diverged: update {self.step + 1} refused ({why}); paused with the parameters "
+                  f"of update {self.step}. Lower lr and resume, or roll back to a checkpoint")
+        self.event("diverged", reason, step=self.step + 1)
+        self._write_state("paused", reason)
+
+    def _flush(self, rows: np.ndarray, evals: list[tuple[int, torch.Tensor]]) -> None:
+        C = self.C
         srv = self.server
         with srv.lock:
             start = self.metrics.append(rows)
@@ -389,8 +470,8 @@ class Engine:
                 start = self.evals.append(erows)
                 if srv.has_clients:
                     srv.publish(protocol.Eval.pack(start, self.evals.columns, erows))
-        if srv.has_clients:
-            srv.broadcast(protocol.State(state=self.state, step=step0 + n, total=self.total,
+        if srv.has_clients and rows.shape[0]:
+            srv.broadcast(protocol.State(state=self.state, step=int(rows[-1, 0]), total=self.total,
                                          rate=self.rate))
 
     def close(self) -> None:
