@@ -87,6 +87,16 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class DiagnosticsConfig:
+    enabled: bool = _f(False, None, "compute the Hessian's top eigenvalue during training")
+    every: int = _f(250, ">=1", "Hessian λ_max every N updates")
+    iters: int = _f(20, ">=1", "Lanczos iterations (at most)")
+    k: int = _f(1, ">=1", "how many top eigenvalues")
+    ntk_every: int = _f(0, ">=0", "NTK λ_max every N updates (0 = off)")
+    ntk_size: int = _f(100, ">=1", "samples in the fixed NTK subset")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "custom"
     description: str = ""
@@ -95,6 +105,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -103,6 +114,7 @@ SECTIONS: dict[str, type] = {
     "schedule": ScheduleConfig,
     "optim": OptimConfig,
     "run": RunConfig,
+    "diagnostics": DiagnosticsConfig,
 }
 TOP_KEYS = ("name", "description")
 
@@ -352,6 +364,9 @@ LIVE_PARAMS: dict[str, tuple[str, str]] = {
     "amplitude": ("schedule", "amplitude"),
     "period": ("schedule", "period"),
     "lr": ("optim", "lr"),
+    "diagnostics": ("diagnostics", "enabled"),
+    "diagnostics_every": ("diagnostics", "every"),
+    "ntk_every": ("diagnostics", "ntk_every"),
 }
 
 

@@ -145,3 +145,28 @@ def test_resume_refuses_live_and_finished_runs(start_run, tmp_path):
     finish(done)
     r = cli("resume", done.path)
     assert r.exit_code == 2 and "already finished" in r.stderr
+
+
+def test_an_exception_in_the_engine_is_reported_everywhere(tmp_path, monkeypatch):
+    from dlf_tui.client import Client
+
+    monkeypatch.setenv("DLF_TUI_FAULT_AT_STEP", "400")
+    run = runs.create_run(tiny_config("run.checkpoint_every=100", "run.steps=2000"), tmp_path / "r")
+    proc = runs.spawn_engine(run)
+    runs.wait_until_listening(run, proc)
+    with Client.connect(run.path) as c:
+        msgs = list(c.messages(timeout=30))
+    assert proc.wait(30) == 1
+    errors = [m for m in msgs if m.type == "log" and m.level == "error"]
+    assert errors and "RuntimeError: injected fault" in errors[-1].message
+    assert "\n" not in errors[-1].message
+    st = run.state()
+    assert st["state"] == "crashed" and st["reason"].startswith("RuntimeError: injected fault")
+    assert "Traceback" in (run.path / "engine.log").read_text()
+    assert [e for e in run.events() if e["kind"] == "error"]
+    out = cli("runs", "--runs-dir", tmp_path / "r").stdout
+    assert "crashed" in out
+    monkeypatch.delenv("DLF_TUI_FAULT_AT_STEP")
+    finish(run, resume=True)  # resume from the last periodic checkpoint
+    assert run.state()["state"] == "finished"
+    assert_clean_steps(run)

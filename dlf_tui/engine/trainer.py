@@ -116,6 +116,8 @@ class Engine:
         self.metrics = runs.SeriesWriter(self.dir, "metrics", metric_columns(C))
         self.evals = runs.SeriesWriter(self.dir, "eval", eval_columns(C))
         self.events = open(self.dir / runs.EVENTS, "a", encoding="utf-8")
+        # test hook: raise inside the loop once this update is reached (crash handling tests)
+        self._fault_at = int(os.environ.get("DLF_TUI_FAULT_AT_STEP", "0") or 0)
         (self.dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
         if resume:
             self._resume()
@@ -388,6 +390,8 @@ class Engine:
             self.step += i
             if bad is not None:
                 self._diverged(bad)
+            if self._fault_at and self.step >= self._fault_at:
+                raise RuntimeError(f"injected fault at update {self.step}")
             if first_chunk:
                 first_chunk = False  # it includes warm-up
             else:  # training time only: pauses do not count
