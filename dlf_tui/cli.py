@@ -217,21 +217,31 @@ def export(
     ctx: typer.Context,
     run: str = typer.Argument(..., help="Run directory or id."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write one row per update to this CSV file."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Draw the paper's Fig. 4 panels to this PNG."),
+    window: Optional[str] = typer.Option(None, "--window", help="PNG only: updates FIRST:LAST (the paper's inset)."),
     runs_dir: Optional[Path] = RunsDir,
 ) -> None:
-    """Export a run's per-update metrics."""
+    """Export a run's per-update metrics (CSV) or its figure (PNG)."""
     from .export import write_csv
+    from .figure import FigureError, parse_window, write_png
 
-    if csv is None:
-        fail("nothing to export: give --csv FILE")
+    if csv is None and png is None:
+        fail("nothing to export: give --csv FILE and/or --png FILE")
+    target = csv
     try:
         r = runs.resolve(run, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
-        n = write_csv(r, csv)
-    except runs.RunError as err:
+        win = parse_window(window)
+        if csv is not None:
+            n = write_csv(r, csv)
+            typer.echo(f"wrote {n} rows to {csv}")
+        if png is not None:
+            target = png
+            panels = write_png(r, png, win)
+            typer.echo(f"wrote {panels} panels to {png}")
+    except (runs.RunError, FigureError) as err:
         fail(str(err))
     except OSError as err:
-        fail(f"cannot write {csv}: {err.strerror}")
-    typer.echo(f"wrote {n} rows to {csv}")
+        fail(f"cannot write {target}: {err.strerror}")
 
 
 @presets_app.callback()
