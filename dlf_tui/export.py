@@ -29,26 +29,38 @@ def _fmt(v: float, integer: bool) -> str:
     return str(int(v)) if integer else repr(float(v))
 
 
+DIAG_CSV = ("hessian_lambda_max", "ntk_lambda_max")
+
+
+def _sparse(run: runs.Run, name: str, wanted: list[str]) -> dict[int, list[str]]:
+    """{step: formatted cells} of a sparse series (held-out evaluations, diagnostics)."""
+    cols = run.columns(name)
+    if not wanted or not run.rows(name):
+        return {}
+    idx = [cols.index(c) for c in wanted]
+    return {int(row[0]): [_fmt(float(row[i]), False) for i in idx] for row in run.read(name)}
+
+
 def write_csv(run: runs.Run, path: Path) -> int:
-    """One row per update; validation cells are empty on rows without an evaluation."""
+    """One row per update; validation and diagnostics cells are empty on rows
+    without an evaluation / a diagnostic."""
     mcols, ecols = run.columns("metrics"), run.columns("eval")
     if not mcols:
         raise runs.RunError(f"{run.id}: no metrics yet")
     head, vals, rest = csv_columns(mcols, ecols)
+    dcols = [c for c in DIAG_CSV if c in run.columns("diag")]
     m = run.read("metrics")
     hidx = [mcols.index(c) for c in head]
     ridx = [mcols.index(c) for c in rest]
     ints = [c in ("step", "period") for c in head]
-    ev: dict[int, list[str]] = {}
-    if vals and run.rows("eval"):
-        vidx = [ecols.index(c) for c in vals]
-        ev = {int(row[0]): [_fmt(float(row[i]), False) for i in vidx] for row in run.read("eval")}
-    blank = [""] * len(vals)
+    ev, dg = _sparse(run, "eval", vals), _sparse(run, "diag", dcols)
+    vblank, dblank = [""] * len(vals), [""] * len(dcols)
     with open(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(",".join(head + vals + rest) + "\n")
+        fh.write(",".join(head + vals + dcols + rest) + "\n")
         for row in m:
+            step = int(row[0])
             cells = [_fmt(float(row[i]), isint) for i, isint in zip(hidx, ints)]
-            cells += ev.get(int(row[0]), blank)
+            cells += ev.get(step, vblank) + dg.get(step, dblank)
             cells += [_fmt(float(row[i]), False) for i in ridx]
             fh.write(",".join(cells) + "\n")
     return int(m.shape[0])

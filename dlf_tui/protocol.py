@@ -214,6 +214,8 @@ class Hello(Message):
     eval_columns: list = field(default_factory=list)
     metrics_rows: int = 0
     eval_rows: int = 0
+    diag_columns: list = field(default_factory=list)
+    diag_rows: int = 0
 
 
 @dataclass
@@ -258,6 +260,13 @@ class Eval(Chunk):
 
 
 @dataclass
+class Diag(Chunk):
+    """Landscape diagnostics rows (Hessian / NTK λ_max), see ``trainer.diag_columns``."""
+
+    type: ClassVar[str] = "diag"
+
+
+@dataclass
 class State(Message):
     type: ClassVar[str] = "state"
     state: str = "running"
@@ -289,6 +298,7 @@ class Rewound(Message):
     step: int = 0
     metrics_rows: int = 0
     eval_rows: int = 0
+    diag_rows: int = 0
 
 
 @dataclass

@@ -6,6 +6,7 @@
 - ``state.json``    {state, pid, step, total, started, ended, reason, rate}
 - ``metrics.bin``   one row per update, float64, columns in ``metrics.json``
 - ``eval.bin``      one row per held-out evaluation, columns in ``eval.json``
+- ``diag.bin``      one row per landscape diagnostic (Hessian/NTK λ_max), ``diag.json``
 - ``events.jsonl``  every parameter change, pause, checkpoint, error, with its step
 - ``checkpoints/``, ``engine.log``, ``control.sock`` (0600, while the engine runs)
 
@@ -28,7 +29,7 @@ EVENTS = "events.jsonl"
 SOCKET = "control.sock"
 LOG = "engine.log"
 CHECKPOINTS = "checkpoints"
-SERIES = ("metrics", "eval")
+SERIES = ("metrics", "eval", "diag")
 LIVE_STATES = ("starting", "running", "paused", "stopping")
 
 

@@ -48,6 +48,11 @@ def eval_columns(C: int) -> list[str]:
     return ["step", "val_loss_ce", "val_accuracy"] + [f"val_accuracy_class_{i}" for i in range(C)]
 
 
+def diag_columns(k: int) -> list[str]:
+    return (["step", "hessian_lambda_max", "ntk_lambda_max", "lr", "hessian_iters", "seconds"]
+            + ([f"hessian_top_{i}" for i in range(k)] if k > 1 else []))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,6 +120,12 @@ class Engine:
         self.started = time.time()
         self.metrics = runs.SeriesWriter(self.dir, "metrics", metric_columns(C))
         self.evals = runs.SeriesWriter(self.dir, "eval", eval_columns(C))
+        self.diags = runs.SeriesWriter(self.dir, "diag", diag_columns(cfg.diagnostics.k))
+        self.diag = None  # the Diagnostics helper, made when first enabled
+        self.diag_opts = {"enabled": cfg.diagnostics.enabled, "every": cfg.diagnostics.every,
+                          "ntk_every": cfg.diagnostics.ntk_every}
+        self._eos_above: bool | None = None  # which side of 2/η λ_max has settled on
+        self._eos_pending: list[tuple[int, float]] = []
         self.events = open(self.dir / runs.EVENTS, "a", encoding="utf-8")
         # test hook: raise inside the loop once this update is reached (crash handling tests)
         self._fault_at = int(os.environ.get("DLF_TUI_FAULT_AT_STEP", "0") or 0)
@@ -131,14 +142,17 @@ class Engine:
         return {"amplitude": s.amplitude, "amplitude_now": self.schedule.amplitude,
                 "period": s.period, "lr": self.lr, "kind": s.kind, "phase": s.t,
                 "emphasized": s.c, "static_tail": s.static_tail, "step": self.step,
-                "total": self.total, "device": str(self.device)}
+                "total": self.total, "device": str(self.device),
+                "diagnostics": self.diag_opts["enabled"],
+                "diagnostics_every": self.diag_opts["every"],
+                "ntk_every": self.diag_opts["ntk_every"]}
 
     def hello(self) -> protocol.Hello:
         return protocol.Hello(
             run_id=self.dir.name, config=cfgmod.to_dict(self.cfg), state=self.state,
             params=self.params(), metrics_columns=self.metrics.columns,
             eval_columns=self.evals.columns, metrics_rows=self.metrics.rows,
-            eval_rows=self.evals.rows)
+            eval_rows=self.evals.rows, diag_columns=self.diags.columns, diag_rows=self.diags.rows)
 
     def event(self, kind: str, message: str, step: int | None = None, **extra: Any) -> None:
         ev = {"step": self.step if step is None else step, "time": round(time.time(), 3),
@@ -220,9 +234,15 @@ class Engine:
             elif name == "lr":
                 self.lr = value
                 self.stepper.set_lr(value)
+            else:  # diagnostics, diagnostics_every, ntk_every
+                key = {"diagnostics": "enabled", "diagnostics_every": "every"}.get(name, name)
+                self.diag_opts[key] = value
+                if self.diag is not None:
+                    self.diag.configure(**self.diag_opts)
             changes[name] = value
         after = self.params()
-        text = ", ".join(f"{k} {before[k]:g} → {after[k]:g}" for k in changes)
+        text = ", ".join(f"{k} {before[k]} → {after[k]}" if isinstance(after[k], bool)
+                         else f"{k} {before[k]:g} → {after[k]:g}" for k in changes)
         self.event("set", text, step=self.step + 1, changes=changes,
                    phase=after["phase"], emphasized=after["emphasized"], source=source)
         self.server.broadcast(protocol.ParamsChanged(step=self.step + 1, changes=changes,
@@ -243,6 +263,7 @@ class Engine:
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
             "metrics_rows": self.metrics.rows,
             "eval_rows": self.evals.rows,
+            "diag_rows": self.diags.rows,
             "config": cfgmod.to_toml(self.cfg),
         }
         tmp = path.with_suffix(".tmp")
@@ -277,6 +298,7 @@ class Engine:
             torch.cuda.set_rng_state_all(st["rng"]["cuda"])
         self.metrics.truncate(st["metrics_rows"])
         self.evals.truncate(st["eval_rows"])
+        self.diags.truncate(st.get("diag_rows", 0))
 
     def _resume(self) -> None:
         try:
@@ -291,7 +313,8 @@ class Engine:
         with self.server.lock:
             self._load_checkpoint(path)
             self.server.publish(protocol.Rewound(step=self.step, metrics_rows=self.metrics.rows,
-                                                 eval_rows=self.evals.rows))
+                                                 eval_rows=self.evals.rows,
+                                                 diag_rows=self.diags.rows))
         self.event("rollback", f"rolled back to {path.name}: continuing from update {self.step + 1}",
                    step=self.step + 1)
         self.server.broadcast(protocol.ParamsChanged(step=self.step + 1, changes={},
@@ -361,13 +384,20 @@ class Engine:
             snap = stepper.snapshot()  # to drop a diverging update before it is kept
             step0 = self.step
             evals: list[tuple[int, torch.Tensor]] = []
+            diags: list[list[float]] = []
+            d_on = self.diag_opts["enabled"]
+            d_every, d_ntk = self.diag_opts["every"], (self.diag_opts["ntk_every"] if d_on else 0)
+            if d_on and self.diag is None:
+                self.diag = self._make_diagnostics()
             t0 = clock()
             i = 0
             while i < k:
+                kk = step0 + i + 1
                 if val is not None:
-                    kk = step0 + i + 1
                     if kk % eval_every == 0 or kk == 1 or kk == self.total:
                         evals.append((kk, stepper.eval_stats(val)))
+                if d_on and (kk % d_every == 0 or (d_ntk and kk % d_ntk == 0)):
+                    diags.append(self._diagnose(kk, gam[i]))  # parameters before update kk
                 stepper.step(i)
                 i += 1
                 if cmds or self.stop_requested:
@@ -383,7 +413,10 @@ class Engine:
                 raw = self.stepper.buf[:i].cpu().numpy().astype(np.float64)
                 rows = self._rows(step0, raw, gam, amp, per)
                 evals = [(s_, e) for s_, e in evals if s_ <= step0 + i]
+                diags = [d_ for d_ in diags if d_[0] <= step0 + i]
             self._flush(rows, evals)
+            if diags:
+                self._flush_diags(diags)
             if self.schedule.advance(i):
                 self.event("static_tail", f"last period: amplitude 1 (plain CE) from update "
                            f"{self.step + i + 1}", step=self.step + i + 1)
@@ -455,6 +488,61 @@ class Engine:
         self.event("diverged", reason, step=self.step + 1)
         self._write_state("paused", reason)
 
+    # -- landscape diagnostics ------------------------------------------------------------
+    def _make_diagnostics(self):
+        from .diagnostics import Diagnostics
+
+        d = self.cfg.diagnostics
+        tr = self.data.train
+        return Diagnostics(self.model, tr.x, tr.y, enabled=True, every=self.diag_opts["every"],
+                           iters=d.iters, k=d.k, ntk_every=self.diag_opts["ntk_every"],
+                           ntk_size=d.ntk_size, seed=self.cfg.run.seed)
+
+    def _diagnose(self, step: int, gamma: np.ndarray) -> list[float]:
+        """Hessian/NTK λ_max at the parameters update ``step`` is about to use, with its Γ."""
+        d = self.diag
+        out = d.compute(torch.as_tensor(gamma, dtype=self.dtype, device=self.device), step)
+        lam = out["hessian_lambda_max"]
+        row = [float(step), lam, out["ntk_lambda_max"], self.lr, float(out["hessian_iters"]),
+               out["seconds"]]
+        k = self.cfg.diagnostics.k
+        if k > 1:
+            top = list(out["hessian_top"])[:k]
+            row += top + [float("nan")] * (k - len(top))
+        if np.isfinite(lam):
+            self._track_edge_of_stability(step, lam)
+        return row
+
+    EOS_CONFIRM = 3  # readings in a row on the new side before a crossing is logged
+
+    def _track_edge_of_stability(self, step: int, lam: float) -> None:
+        """Log when λ_max settles on the other side of 2/η.  Inside the edge-of-
+        stability oscillation λ_max flips sides every reading; requiring a few
+        readings in a row keeps the log to real crossings, dated at the first."""
+        above = lam > 2.0 / self.lr
+        if self._eos_above is None:
+            self._eos_above, self._eos_pending = above, []
+            return
+        if above == self._eos_above:
+            self._eos_pending = []
+            return
+        self._eos_pending.append((step, lam))
+        if len(self._eos_pending) >= self.EOS_CONFIRM:
+            first, lam0 = self._eos_pending[0]
+            self._eos_above, self._eos_pending = above, []
+            side = "above" if above else "below"
+            self.event("edge_of_stability",
+                       f"edge of stability crossed at update {first}: λ_max {lam0:.4g} went "
+                       f"{side} 2/η = {2.0 / self.lr:.4g}", step=first, lambda_max=lam0, lr=self.lr)
+
+    def _flush_diags(self, diags: list[list[float]]) -> None:
+        rows = np.array(diags, dtype=np.float64)
+        srv = self.server
+        with srv.lock:
+            start = self.diags.append(rows)
+            if srv.has_clients:
+                srv.publish(protocol.Diag.pack(start, self.diags.columns, rows))
+
     def _flush(self, rows: np.ndarray, evals: list[tuple[int, torch.Tensor]]) -> None:
         C = self.C
         srv = self.server
@@ -481,4 +569,5 @@ class Engine:
     def close(self) -> None:
         self.metrics.close()
         self.evals.close()
+        self.diags.close()
         self.events.close()
