@@ -32,7 +32,7 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: section.
 
 
 def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {config.printable(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -277,10 +277,20 @@ def presets_show(
 
 
 def main() -> None:
+    """Run the CLI; usage errors are one ``error:`` line too (not click's box)."""
+    from typer._click.exceptions import ClickException  # typer vendors click
+    from typer.exceptions import Abort, Exit
+
     try:
-        app()
-    except KeyboardInterrupt:  # pragma: no cover - interactive
+        code = app(standalone_mode=False)
+    except ClickException as err:
+        typer.echo(f"error: {config.printable(err.format_message())} (see dlf-tui --help)", err=True)
+        sys.exit(err.exit_code)
+    except Exit as err:
+        sys.exit(err.exit_code)
+    except (Abort, KeyboardInterrupt):  # pragma: no cover - interactive
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,30 +37,41 @@ def _f(default: Any, check: str | None = None, help: str = "") -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _f("spiral", "choice:spiral", "data set")
+    name: str = _f("spiral", "choice:spiral,cifar10,cifar100,mnist,fashion-mnist", "data set")
     points_per_class: int = _f(100, ">=1", "spiral points per class")
-    classes: int = _f(3, ">=2", "number of classes (spiral arms)")
+    classes: int = _f(3, ">=2", "number of classes (spiral arms; image sets have their own)")
     turns: float = _f(2.0, ">0", "spiral arm length in full turns (2 = 4*pi)")
     noise: float = _f(0.2, ">=0", "std of the angle noise")
-    seed: int = _f(0, ">=0", "numpy legacy seed of the training spiral")
+    seed: int = _f(0, ">=0", "data seed: the spiral's numpy legacy seed; the image subsets' and held-out split's seed")
     val_seed: int = _f(-1, ">=-1", "numpy seed of a held-out spiral (-1 = none)")
     val_points_per_class: int = _f(0, ">=0", "held-out points per class (0 = same as training)")
     eval_every: int = _f(100, ">=1", "evaluate the held-out set every N updates")
     batch_size: int = _f(0, ">=0", "mini-batch size (0 = full batch)")
+    root: str = _f("~/.cache/dlf-tui/data", None, "image data: torchvision's root directory (~ expanded)")
+    download: bool = _f(False, None, "image data: download the files into data.root when missing")
+    verify: bool = _f(True, None, "image data: check the CIFAR files' md5 sums (torchvision's integrity check)")
+    val_split: str = _f("test", "choice:test,holdout,none", "image data: held-out set = the official test set, a held-out part of train, or none")
+    val_fraction: float = _f(0.1, "[0,1)", "image data, val_split = holdout: fraction of each class held out of train")
+    subset_per_class: int = _f(0, ">=0", "image data: training images per class (0 = all), drawn with data.seed")
+    val_subset_per_class: int = _f(0, ">=0", "image data: held-out images per class (0 = all), drawn with data.seed")
+    augment: str = _f("auto", "choice:auto,none,flip,crop,crop-flip", "image data: on-device augmentation per step (auto = crop-flip for CIFAR, none for MNIST)")
+    crop_padding: int = _f(4, ">=0", "image data: zero padding of the random crop, in pixels")
+    eval_batch_size: int = _f(1000, ">=1", "evaluate the held-out set in batches of N samples")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = _f("mlp", "choice:mlp", "model family")
-    hidden: tuple[int, ...] = _f((100,), "widths>=1", "hidden layer widths")
+    kind: str = _f("mlp", "choice:mlp,myrtle5,myrtle7,myrtle10,resnet18", "model family (mlp flattens image inputs)")
+    hidden: tuple[int, ...] = _f((100,), "widths>=1", "hidden layer widths (mlp)")
     activation: str = _f("relu", "choice:relu", "hidden activation")
-    init: str = _f("glorot", "choice:glorot,torch", "glorot = the reference's truncated-normal Glorot; torch = PyTorch default")
+    init: str = _f("glorot", "choice:glorot,torch,he", "glorot = the reference's truncated-normal Glorot; torch = PyTorch default; he = N(0, 2/fan_in), zero biases")
+    width: int = _f(128, ">=1", "channels of every conv layer (myrtle5/7/10)")
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     kind: str = _f("triangle", "choice:triangle,sine,square,static", "shape of the oscillation")
-    amplitude: float = _f(70.0, ">=1", "peak raw weight A of the emphasised class (1 = plain CE)")
+    amplitude: float = _f(70.0, ">=1,<=1e6", "peak raw weight A of the emphasised class (1 = plain CE)")
     period: int = _f(5000, ">=1", "period T (a period is T+1 updates)")
     last_period_static: bool = _f(True, None, "switch to A=1 at the first period boundary after step > steps - T")
 
@@ -84,12 +95,15 @@ class RunConfig:
     flush_seconds: float = _f(0.1, ">0", "... or every S seconds, whichever is first")
     checkpoint_every: int = _f(0, ">=0", "periodic checkpoint every N updates (0 = off)")
     fused: bool = _f(True, None, "use the hand-fused full-batch GD step when it applies")
+    amp: str = _f("off", "choice:off,bf16", "autocast the forward pass to bfloat16 (autograd stepper)")
+    channels_last: bool = _f(False, None, "conv models: channels-last memory format")
+    compile: bool = _f(False, None, "torch.compile the model's step (autograd stepper; first updates are slow)")
 
 
 @dataclass(frozen=True)
 class DiagnosticsConfig:
     enabled: bool = _f(False, None, "compute the Hessian's top eigenvalue during training")
-    every: int = _f(250, ">=1", "Hessian λ_max every N updates")
+    every: int = _f(175, ">=1", "Hessian λ_max every N updates (keep it odd: past 2/η GD oscillates with period 2)")
     iters: int = _f(20, ">=1", "Lanczos iterations (at most)")
     k: int = _f(1, ">=1", "how many top eigenvalues")
     ntk_every: int = _f(0, ">=0", "NTK λ_max every N updates (0 = off)")
@@ -122,12 +136,12 @@ TOP_KEYS = ("name", "description")
 def _field(section: str, key: str) -> dataclasses.Field:
     cls = SECTIONS.get(section)
     if cls is None:
-        raise ConfigError(f"unknown section [{section}] (sections: {', '.join(SECTIONS)})")
+        raise ConfigError(f"unknown section [{printable(section)}] (sections: {', '.join(SECTIONS)})")
     for f in fields(cls):
         if f.name == key:
             return f
     known = ", ".join(f.name for f in fields(cls))
-    raise ConfigError(f"unknown key {section}.{key} (known: {known})")
+    raise ConfigError(f"unknown key {printable(section)}.{printable(key)} (known: {known})")
 
 
 def _type_of(section: str, key: str) -> Any:
@@ -163,20 +177,51 @@ def coerce(section: str, key: str, value: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{section}.{key} = {_show(value)}: must be a finite number") from None
         if not math.isfinite(value):
             raise ConfigError(f"{section}.{key} = {_show(value)}: must be a finite number")
         return value
     if tp is str:
         if not isinstance(value, str):
             raise bad
+        _check_text(f"{section}.{key}", value)
         return value
     raise AssertionError(tp)  # pragma: no cover
 
 
+def printable(text: str) -> str:
+    """``text`` with newlines and other non-printable characters escaped, so an
+    error about user input always stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    """A short one-line rendering of a user's value (any type TOML/JSON can make)."""
+    if isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        text = "a huge integer"
+    else:
+        try:
+            text = json.dumps(value, default=str, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            text = f"<{type(value).__name__}>"
+    text = printable(text)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_text(where: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: not valid UTF-8 text") from None
+    if len(value) > 10_000:
+        raise ConfigError(f"{where}: longer than 10000 characters")
 
 
 def check_value(section: str, key: str, value: Any) -> Any:
@@ -204,11 +249,12 @@ def check_value(section: str, key: str, value: Any) -> Any:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{where}: must be >= 0 and < 1")
     elif rule[0] in "<>":
-        op, bound = (rule[:2], rule[2:]) if rule[1] == "=" else (rule[:1], rule[1:])
-        b = float(bound)
-        ok = {">=": value >= b, ">": value > b, "<=": value <= b, "<": value < b}[op]
-        if not ok:
-            raise ConfigError(f"{where}: must be {op} {bound}")
+        for part in rule.split(","):  # e.g. ">=1,<=1e6"
+            op, bound = (part[:2], part[2:]) if part[1] == "=" else (part[:1], part[1:])
+            b = float(bound)
+            ok = {">=": value >= b, ">": value > b, "<=": value <= b, "<": value < b}[op]
+            if not ok:
+                raise ConfigError(f"{where}: must be {op} {bound}")
         if isinstance(value, int) and abs(value) > 2**62:
             raise ConfigError(f"{where}: too large")
     else:  # pragma: no cover
@@ -218,7 +264,8 @@ def check_value(section: str, key: str, value: Any) -> Any:
 
 def _check_whole(cfg: Config) -> None:
     """Rules that involve more than one key."""
-    if cfg.data.batch_size > cfg.data.points_per_class * cfg.data.classes:
+    # image sets know their size only once loaded (data.load checks the batch there)
+    if cfg.data.name == "spiral" and cfg.data.batch_size > cfg.data.points_per_class * cfg.data.classes:
         raise ConfigError(
             f"data.batch_size = {cfg.data.batch_size}: larger than the data set "
             f"({cfg.data.points_per_class * cfg.data.classes} points)"
@@ -238,6 +285,7 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
             if key in TOP_KEYS:
                 if not isinstance(value, str):
                     raise ConfigError(f"{key} = {_show(value)}: must be a string")
+                _check_text(key, value)
                 top[key] = value
             elif key in SECTIONS:
                 if not isinstance(value, dict):
@@ -248,7 +296,7 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
                 sections[key] = SECTIONS[key](**clean)
             else:
                 raise ConfigError(
-                    f"unknown key {key!r} (expected name, description or sections "
+                    f"unknown key {printable(repr(key))} (expected name, description or sections "
                     f"{', '.join('[' + s + ']' for s in SECTIONS)})"
                 )
         cfg = Config(**top, **sections)
@@ -272,8 +320,9 @@ def load(path: str | Path) -> Config:
 def loads(text: str, source: str = "config") -> Config:
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: invalid TOML: {err}") from None
+    except (ValueError, RecursionError) as err:  # TOMLDecodeError, huge ints, deep nesting
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{source}: invalid TOML: {printable(msg)[:120]}") from None
     return from_dict(doc, source)
 
 
@@ -282,12 +331,12 @@ def parse_scalar(text: str) -> Any:
     text = text.strip()
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML: a bare word, or too big/deep
         pass
     if "," in text:  # 100,100 -> [100, 100]
         try:
             return tomllib.loads(f"v = [{text}]")["v"]
-        except tomllib.TOMLDecodeError:
+        except (ValueError, RecursionError):
             pass
     return text
 
@@ -308,6 +357,7 @@ def apply_overrides(cfg: Config, items: list[str] | tuple[str, ...], source: str
         key, raw = split_assignment(item, source)
         try:
             if key in TOP_KEYS:
+                _check_text(key, raw)
                 cfg = replace(cfg, **{key: raw})
                 continue
             section, dot, name = key.partition(".")
@@ -317,7 +367,7 @@ def apply_overrides(cfg: Config, items: list[str] | tuple[str, ...], source: str
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
             _check_whole(cfg)
         except ConfigError as err:
-            raise ConfigError(f"{source} {item}: {err}") from None
+            raise ConfigError(f"{source} {printable(item)[:80]}: {err}") from None
     return cfg
 
 
@@ -331,8 +381,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):  # TOML basic strings also forbid DEL
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(type(value))  # pragma: no cover

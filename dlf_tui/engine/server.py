@@ -15,25 +15,29 @@ import os
 import selectors
 import socket
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Callable
 
 from .. import protocol
+from ..config import printable
 
 log = logging.getLogger("dlf_tui.engine")
 
 MAX_BUFFERED = 32 << 20  # bytes queued to one client before it is dropped
+REFUSALS_LOGGED_PER_SECOND = 20  # beyond this, refusals are answered but only counted
 
 
 class _Client:
-    __slots__ = ("id", "sock", "inbuf", "outbuf")
+    __slots__ = ("id", "sock", "inbuf", "outbuf", "discarding")
 
     def __init__(self, cid: int, sock: socket.socket):
         self.id = cid
         self.sock = sock
         self.inbuf = bytearray()
         self.outbuf = bytearray()
+        self.discarding = False  # dropping the rest of an oversized line
 
 
 class ControlServer:
@@ -53,6 +57,7 @@ class ControlServer:
         os.set_blocking(self._w, False)
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._refusal_window, self._refusals_logged, self._refusals_dropped = 0.0, 0, 0
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -185,10 +190,18 @@ class ControlServer:
         c.inbuf += data
         while True:
             nl = c.inbuf.find(b"\n")
+            if c.discarding:  # the tail of a line already refused as too long
+                if nl < 0:
+                    c.inbuf.clear()
+                    return
+                del c.inbuf[: nl + 1]
+                c.discarding = False
+                continue
             if nl < 0:
                 if len(c.inbuf) > protocol.MAX_LINE:
                     self._refuse(c, 0, f"message too long (over {protocol.MAX_LINE} bytes)")
                     c.inbuf.clear()
+                    c.discarding = True
                 return
             line = bytes(c.inbuf[:nl])
             del c.inbuf[: nl + 1]
@@ -201,12 +214,29 @@ class ControlServer:
             except protocol.ProtocolError as err:
                 self._refuse(c, _guess_id(line), str(err))
                 continue
+            except Exception as err:  # noqa: BLE001 - a validation bug must not kill this thread
+                log.exception("unexpected error decoding a command")
+                self._refuse(c, _guess_id(line), f"internal error: {type(err).__name__}")
+                continue
             self.commands.append((c.id, msg))
             self.wakeup.set()
 
     def _refuse(self, c: _Client, cid: int, reason: str) -> None:
-        log.warning("refused a command from client %d: %s", c.id, reason)
-        self.on_refused(reason)
+        reason = printable(reason)
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        # a flood of bad lines must not fill the disk or the other clients' queues
+        now = time.monotonic()
+        if now - self._refusal_window >= 1.0:
+            if self._refusals_dropped:
+                self.on_refused(f"{self._refusals_dropped} more refusals not logged")
+            self._refusal_window, self._refusals_logged, self._refusals_dropped = now, 0, 0
+        if self._refusals_logged < REFUSALS_LOGGED_PER_SECOND:
+            self._refusals_logged += 1
+            log.warning("refused a command from client %d: %s", c.id, reason)
+            self.on_refused(reason)
+        else:
+            self._refusals_dropped += 1
         self.reply(c.id, protocol.Reply(id=cid, ok=False, error=reason))
 
     def _flush(self, c: _Client, registered: dict[int, _Client], final: bool = False) -> None:
