@@ -74,8 +74,10 @@ def test_ctl_set_pause_resume_stop_and_export(start_run, tmp_path):
     assert header[:13] == ["step", "loss_dynamical", "loss_ce", "accuracy", "accuracy_class_0",
                            "accuracy_class_1", "accuracy_class_2", "gamma_0", "gamma_1", "gamma_2",
                            "amplitude", "period", "lr"]
-    assert header[13:19] == ["val_loss_ce", "val_accuracy", "val_accuracy_class_0",
-                             "val_accuracy_class_1", "val_accuracy_class_2", "grad_norm"]
+    assert header[13:] == ["val_loss_ce", "val_accuracy", "val_accuracy_class_0",
+                           "val_accuracy_class_1", "val_accuracy_class_2",
+                           "hessian_lambda_max", "ntk_lambda_max", "grad_norm"]
+    assert all(r["hessian_lambda_max"] == "" for r in rows)  # diagnostics were off
     steps = [int(r["step"]) for r in rows]
     assert steps == list(range(1, len(rows) + 1))
     amp = np.array([float(r["amplitude"]) for r in rows])

@@ -150,8 +150,10 @@ def test_resume_refuses_live_and_finished_runs(start_run, tmp_path):
 def test_an_exception_in_the_engine_is_reported_everywhere(tmp_path, monkeypatch):
     from dlf_tui.client import Client
 
-    monkeypatch.setenv("DLF_TUI_FAULT_AT_STEP", "400")
-    run = runs.create_run(tiny_config("run.checkpoint_every=100", "run.steps=2000"), tmp_path / "r")
+    # late enough that the client below is connected before it happens (tiny runs are fast)
+    monkeypatch.setenv("DLF_TUI_FAULT_AT_STEP", "150000")
+    run = runs.create_run(tiny_config("run.checkpoint_every=20000", "run.steps=200000"),
+                          tmp_path / "r")
     proc = runs.spawn_engine(run)
     runs.wait_until_listening(run, proc)
     with Client.connect(run.path) as c:

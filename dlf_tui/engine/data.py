@@ -1,5 +1,9 @@
 """Data sets, resident on the training device.
 
+Image sets (``images.py``: CIFAR-10/100, MNIST, Fashion-MNIST via torchvision)
+live on the device as uint8 ``(N, C, H, W)``; ``Dataset.image`` says how the
+stepper turns a batch of them into normalised (and augmented) float inputs.
+
 The spiral is drawn exactly as the authors' notebook: numpy's legacy RNG seeded
 once, class by class, r = linspace(0, 1, n), θ = linspace(2πj/C, 2πj/C + 2π·turns, n)
 + noise·N(0, 1), x = (r cos θ, r sin θ).  ``tests/test_math.py`` checks it bit for
@@ -32,7 +36,7 @@ def make_spiral(points_per_class: int, classes: int, turns: float, noise: float,
 
 @dataclass
 class Split:
-    x: torch.Tensor  # (N, features) on the device
+    x: torch.Tensor  # (N, features) float, or (N, C, H, W) uint8 images, on the device
     y: torch.Tensor  # (N,) int64 on the device
 
     @property
@@ -41,16 +45,123 @@ class Split:
 
 
 @dataclass
+class ImageSpec:
+    """How uint8 images become model inputs: x·scale + shift per channel, after
+    an optional random crop (zero padding ``pad``) and horizontal flip."""
+    mean: tuple[float, ...]  # per channel, in [0, 1] pixel units (training set)
+    std: tuple[float, ...]
+    crop: bool
+    flip: bool
+    pad: int
+    names: tuple[str, ...] = ()  # class names
+
+    @property
+    def augment(self) -> bool:
+        return self.crop or self.flip
+
+    def scale_shift(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        std = torch.tensor(self.std, dtype=torch.float64)
+        mean = torch.tensor(self.mean, dtype=torch.float64)
+        scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+        shift = (-mean / std).view(1, -1, 1, 1)
+        return scale.to(device, dtype), shift.to(device, dtype)
+
+
+@dataclass
 class Dataset:
     train: Split
     val: Split | None
     classes: int
-    in_features: int
+    in_features: int | tuple[int, ...]  # int (vectors) or (C, H, W) (images)
+    image: ImageSpec | None = None
+
+    def inputs(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Float model inputs for rows of a split, without augmentation
+        (e.g. for diagnostics): normalised images, or ``x`` itself."""
+        if self.image is None:
+            return x
+        from .images import normalize
+
+        scale, shift = self.image.scale_shift(x.device, dtype)
+        return normalize(x, scale, shift, dtype)
+
+
+def _setup_error(message: str) -> Exception:
+    # the engine turns a SetupError into a one-line start failure (imported here:
+    # trainer imports this module)
+    from .trainer import SetupError
+
+    return SetupError(message)
+
+
+def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
+    from . import images
+
+    try:
+        xtr, ytr, xte, yte, names = images.read(cfg.name, cfg.root, cfg.download, cfg.verify)
+    except images.DataUnavailable as err:
+        raise _setup_error(str(err)) from None
+    C = len(names)
+    mean, std = images.channel_stats(xtr)  # the whole official training set
+    try:
+        if cfg.val_split == "holdout":
+            if cfg.val_fraction <= 0:
+                raise ValueError("data.val_fraction must be > 0 with data.val_split = \"holdout\"")
+            rng = np.random.RandomState(cfg.seed)
+            counts = np.bincount(ytr, minlength=C)
+            hold = {c: max(1, int(round(cfg.val_fraction * counts[c]))) for c in range(C)}
+            # one permutation per class: the first ``hold`` are held out, training
+            # images are drawn from the rest
+            orders = [np.flatnonzero(ytr == c)[rng.permutation(counts[c])] for c in range(C)]
+            val_idx = np.sort(np.concatenate([o[: hold[c]] for c, o in enumerate(orders)]))
+            pool = [o[hold[c]:] for c, o in enumerate(orders)]
+            k = cfg.subset_per_class
+            for c, p in enumerate(pool):
+                if k and p.size < k:
+                    raise ValueError(f"data.subset_per_class = {k}: class {c} has only {p.size} "
+                                     f"training images after the hold-out")
+            tr_idx = np.sort(np.concatenate([p[:k] if k else p for p in pool]))
+            xval, yval = xtr[val_idx], ytr[val_idx]
+            xtr, ytr = xtr[tr_idx], ytr[tr_idx]
+        else:
+            if cfg.subset_per_class:
+                try:
+                    idx = images.per_class(ytr, C, cfg.subset_per_class, np.random.RandomState(cfg.seed))
+                except ValueError as err:
+                    raise ValueError(f"data.subset_per_class = {cfg.subset_per_class}: "
+                                     f"{cfg.name} training {err}") from None
+                xtr, ytr = xtr[idx], ytr[idx]
+            xval, yval = (xte, yte) if cfg.val_split == "test" else (None, None)
+        if xval is not None and cfg.val_subset_per_class:
+            try:
+                idx = images.per_class(yval, C, cfg.val_subset_per_class,
+                                       np.random.RandomState(cfg.seed + 1))
+            except ValueError as err:
+                raise ValueError(f"data.val_subset_per_class = {cfg.val_subset_per_class}: "
+                                 f"{cfg.name} held-out {err}") from None
+            xval, yval = xval[idx], yval[idx]
+    except ValueError as err:
+        raise _setup_error(str(err)) from None
+    if cfg.batch_size > len(ytr):
+        raise _setup_error(f"data.batch_size = {cfg.batch_size}: larger than the training set "
+                           f"({len(ytr)} images)")
+    aug = images.SOURCES[cfg.name].augment if cfg.augment == "auto" else cfg.augment
+    spec = ImageSpec(tuple(float(v) for v in mean), tuple(float(v) for v in std),
+                     crop="crop" in aug and cfg.crop_padding > 0, flip="flip" in aug,
+                     pad=cfg.crop_padding, names=tuple(names))
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+
+    train = split(xtr, ytr)
+    val = split(xval, yval) if xval is not None and len(yval) else None
+    return Dataset(train, val, C, tuple(int(v) for v in xtr.shape[1:]), spec)
 
 
 def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype) -> Dataset:
-    if cfg.name != "spiral":  # config validation makes this unreachable today
-        raise ValueError(f"unknown data set {cfg.name!r}")
+    """The configured data set on ``device``: spiral points as ``dtype``, images as uint8."""
+    if cfg.name != "spiral":
+        return load_images(cfg, device)
 
     def split(seed: int, n: int) -> Split:
         x, y = make_spiral(n, cfg.classes, cfg.turns, cfg.noise, seed)

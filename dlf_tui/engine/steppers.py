@@ -14,7 +14,9 @@ update).  The host turns a chunk of rows into F, CE and accuracies at flush time
   17 tensor ops per update; ~2× faster than eager autograd on the spiral.
 - ``CKernelMLPStep`` (``ckernel.py``): the same update as one call into a small C
   kernel compiled at first use (CPU, one hidden layer); ~3× faster again.
-- ``AutogradStep``: any model, mini-batches, SGD with momentum or Adam.
+- ``AutogradStep``: any model, mini-batches, SGD with momentum or Adam, image
+  data (on-device augmentation + normalisation), bf16 autocast, channels-last,
+  torch.compile.
 
 ``tests/test_math.py`` and ``tests/test_ckernel.py`` prove they agree (1e-10, float64).
 """
@@ -29,6 +31,7 @@ from torch import nn
 
 from ..config import Config
 from .data import Dataset, Split
+from .images import crop_flip, random_ints
 
 log = logging.getLogger("dlf_tui.engine")
 _THRESHOLD_BACKWARD_OUT = torch.ops.aten.threshold_backward.grad_input
@@ -77,16 +80,34 @@ class _Base:
     def set_lr(self, lr: float) -> None:
         self.lr = float(lr)
 
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of split rows (overridden where inputs need preparing)."""
+        return self.model(x)
+
     @torch.no_grad()
     def eval_stats(self, split: Split) -> torch.Tensor:
-        """(3, C): Σ log p(y) per class, correct per class, count per class."""
-        logits = self.model(split.x)
-        lp = logits.log_softmax(1)
-        Yv = nn.functional.one_hot(split.y, self.C).to(self.dtype)
-        S = torch.stack([lp.gather(1, split.y[:, None])[:, 0],
-                         (logits.argmax(1) == split.y).to(self.dtype),
-                         torch.ones_like(lp[:, 0])])
-        return S @ Yv
+        """(3, C): Σ log p(y) per class, correct per class, count per class.
+
+        In batches of ``data.eval_batch_size`` rows (a fixed size, so 10k test
+        images fit in memory), accumulated on the device: no host sync.  The
+        model is in eval mode meanwhile (batch norm uses its running stats)."""
+        B = max(1, self.cfg.data.eval_batch_size)
+        out = torch.zeros(3, self.C, dtype=self.dtype, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for s in range(0, split.n, B):
+                x, y = split.x[s: s + B], split.y[s: s + B]
+                logits = self._eval_logits(x).to(self.dtype)
+                lp = logits.log_softmax(1)
+                Yv = nn.functional.one_hot(y, self.C).to(self.dtype)
+                S = torch.stack([lp.gather(1, y[:, None])[:, 0],
+                                 (logits.argmax(1) == y).to(self.dtype),
+                                 torch.ones_like(lp[:, 0])])
+                out += S @ Yv
+        finally:
+            self.model.train(was_training)
+        return out
 
 
 class FusedMLPStep(_Base):
@@ -186,10 +207,34 @@ class FusedMLPStep(_Base):
 
 
 class AutogradStep(_Base):
-    """General path: autograd, optional mini-batches, SGD (momentum) or Adam."""
+    """General path: autograd, optional mini-batches, SGD (momentum) or Adam.
+
+    Image data (uint8 on the device) is turned into inputs per step on the
+    device: batch sampled from an on-device permutation, random crop + flip from
+    a second seeded device generator, per-channel normalisation.  Options of
+    ``[run]``: ``amp = "bf16"`` autocasts the forward pass (loss and statistics
+    stay in the run's dtype), ``channels_last``, ``compile`` (torch.compile of
+    the forward pass + loss + statistics; backward through AOTAutograd)."""
 
     def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
         super().__init__(cfg, model, data, chunk_rows)
+        tr = data.train
+        pdtype = next(model.parameters()).dtype
+        if self.dtype != pdtype:  # image data: uint8 pixels, statistics in the model's dtype
+            self.dtype = pdtype
+            C = self.C
+            self.Y = nn.functional.one_hot(tr.y, C).to(pdtype)
+            self.buf = torch.zeros(chunk_rows, stats_width(C), dtype=pdtype, device=self.device)
+            self.stat_rows = [self.buf[i, : 3 * C].view(3, C) for i in range(chunk_rows)]
+            self.gn_rows = [self.buf[i, 3 * C] for i in range(chunk_rows)]
+        r = cfg.run
+        self.image = data.image
+        if self.image is not None:
+            self.scale, self.shift = self.image.scale_shift(self.device, self.dtype)
+        self.channels_last = bool(r.channels_last and self.image is not None)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.amp = r.amp == "bf16"
         o = cfg.optim
         params = [p for p in model.parameters()]
         if o.name == "adam":
@@ -200,10 +245,18 @@ class AutogradStep(_Base):
         self.lr = o.lr
         self.B = cfg.data.batch_size
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.run.seed + 1)
+        # augmentation draws from its own stream: the batch order does not depend on it
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.run.seed + 2)
         self.perm: torch.Tensor | None = None
         self.pos = 0
         self.gam = torch.empty(chunk_rows, self.C, dtype=self.dtype, device=self.device)
         self.gam_rows = list(self.gam.unbind(0))
+        self.gam_now = torch.empty(self.C, dtype=self.dtype, device=self.device)
+        self._fwd = self._forward_stats
+        self._eval_fwd = self._logits
+        if r.compile:
+            self._fwd = torch.compile(self._forward_stats)
+            self._eval_fwd = torch.compile(self._logits)
 
     def set_lr(self, lr: float) -> None:
         self.lr = float(lr)
@@ -213,51 +266,104 @@ class AutogradStep(_Base):
     def begin_chunk(self, gammas: torch.Tensor) -> None:
         self.gam[: gammas.shape[0]].copy_(gammas)
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        tr = self.data.train
+    def _batch(self) -> torch.Tensor | None:
+        """Row indices of the next mini-batch (an on-device permutation per epoch),
+        or None for the full batch."""
         if not self.B:
-            return tr.x, tr.y, self.Y
-        if self.perm is None or self.pos + self.B > tr.n:
-            self.perm = torch.randperm(tr.n, generator=self.gen, device=self.device)
+            return None
+        n = self.data.train.n
+        if self.perm is None or self.pos + self.B > n:
+            self.perm = torch.randperm(n, generator=self.gen, device=self.device)
             self.pos = 0
         idx = self.perm[self.pos: self.pos + self.B]
         self.pos += self.B
-        return tr.x[idx], tr.y[idx], self.Y[idx]
+        return idx
 
-    def step(self, i: int) -> None:
-        x, y, Y = self._batch()
-        logits = self.model(x)
+    # -- what torch.compile sees: tensors in, tensors out; no generator, no Python state --
+    def _inputs(self, x: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+        if self.image is None:
+            return x
+        if r is not None:
+            x = crop_flip(x, r, self.image.pad, self.image.crop, self.image.flip)
+        x = torch.addcmul(self.shift, x.to(self.dtype), self.scale)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _logits(self, x: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._inputs(x, r)
+        if self.amp:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.model(x).to(self.dtype)
+        return self.model(x)
+
+    def _forward_stats(self, X: torch.Tensor, Yl: torch.Tensor, Y1: torch.Tensor,
+                       idx: torch.Tensor | None, r: torch.Tensor | None,
+                       gam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss mean_n Γ[y_n]·CE_n of rows ``idx`` (None = all) and their
+        (3, C) statistics [Σ log p(y) | correct | count] per class."""
+        if idx is None:
+            x, y, Y = X, Yl, Y1
+        else:
+            x, y, Y = X[idx], Yl[idx], Y1[idx]
+        logits = self._logits(x, r)
         lp = logits.log_softmax(1)
         lpy = lp.gather(1, y[:, None])[:, 0]
-        loss = -(self.gam_rows[i][y] * lpy).mean()
-        with torch.no_grad():
-            S = torch.stack([lpy, (logits.argmax(1) == y).to(self.dtype), torch.ones_like(lpy)])
-            torch.mm(S, Y, out=self.stat_rows[i])
+        loss = -(gam[y] * lpy).mean()
+        d = lpy.detach()
+        S = torch.stack([d, (logits.detach().argmax(1) == y).to(self.dtype), torch.ones_like(d)])
+        return loss, S @ Y
+
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._eval_fwd(x)
+
+    def step(self, i: int) -> None:
+        idx = self._batch()
+        r = None
+        if self.image is not None and self.image.augment:
+            n = self.data.train.n if idx is None else self.B
+            r = random_ints(n, self.image.pad, self.aug_gen, self.device)
+        self.gam_now.copy_(self.gam_rows[i])  # a fixed input for torch.compile
+        tr = self.data.train
+        loss, stats = self._fwd(tr.x, tr.y, self.Y, idx, r, self.gam_now)
+        self.stat_rows[i].copy_(stats)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
-            norms = torch.stack([torch.linalg.vector_norm(p.grad) for p in self.params])
-            torch.linalg.vector_norm(norms, out=self.gn_rows[i])
+            # one fused norm per device/dtype group on CUDA (foreach); no host sync
+            total = torch.nn.utils.get_total_norm([p.grad for p in self.params])
+            self.gn_rows[i].copy_(total)
         self.opt.step()
 
     def optimizer_state(self) -> dict:
         return {"opt": self.opt.state_dict(), "gen": self.gen.get_state(),
-                "perm": self.perm, "pos": self.pos}
+                "aug_gen": self.aug_gen.get_state(), "perm": self.perm, "pos": self.pos}
 
     def load_optimizer_state(self, state: dict) -> None:
         if not state:
             return
         self.opt.load_state_dict(state["opt"])
-        self.gen.set_state(state["gen"])
-        self.perm, self.pos = state["perm"], state["pos"]
+        self.gen.set_state(state["gen"].cpu())  # a checkpoint loaded with map_location=cuda
+        if "aug_gen" in state:  # older checkpoints have none
+            self.aug_gen.set_state(state["aug_gen"].cpu())
+        perm = state["perm"]
+        self.perm = None if perm is None else perm.to(self.device)
+        self.pos = state["pos"]
         self.set_lr(self.lr)
+
+
+def wants_fused(cfg: Config, data: Dataset) -> bool:
+    """Full-batch GD on an MLP over vector data: the hand-fused update applies."""
+    return (cfg.run.fused and cfg.optim.name == "gd" and cfg.optim.weight_decay == 0
+            and cfg.data.batch_size == 0 and cfg.model.kind == "mlp"
+            and data.image is None  # images need the per-step input pipeline
+            and cfg.run.amp == "off" and not cfg.run.compile)  # options only autograd has
 
 
 def make(cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int) -> _Base:
     """The fastest stepper that computes this config exactly: the C kernel (CPU,
     one hidden layer), else the fused torch step, else autograd."""
-    fused = (cfg.run.fused and cfg.optim.name == "gd" and cfg.optim.weight_decay == 0
-             and cfg.data.batch_size == 0 and cfg.model.kind == "mlp")
+    fused = wants_fused(cfg, data)
     if fused and data.train.x.device.type == "cpu":
         from . import ckernel  # imported here: ckernel imports this module
 

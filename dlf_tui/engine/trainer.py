@@ -103,7 +103,9 @@ class Engine:
         self.C = C
         self.model = models.build(cfg.model, self.data.in_features, C, cfg.run.seed,
                                   self.device, self.dtype)
-        self.chunk_rows = max(16, min(cfg.run.flush_every, TABLE_ELEMENTS // (C * N)))
+        self.chunk_rows = cfg.run.flush_every
+        if steppers.wants_fused(cfg, self.data):  # its per-chunk tables are rows × C × N
+            self.chunk_rows = max(16, min(self.chunk_rows, TABLE_ELEMENTS // (C * N)))
         self.stepper = steppers.make(cfg, self.model, self.data, self.chunk_rows)
         log.info("stepper: %s on %s, %s, %d threads", type(self.stepper).__name__, self.device,
                  cfg.run.dtype, torch.get_num_threads())
@@ -494,7 +496,11 @@ class Engine:
 
         d = self.cfg.diagnostics
         tr = self.data.train
-        return Diagnostics(self.model, tr.x, tr.y, enabled=True, every=self.diag_opts["every"],
+        # the full batch for the spiral; a fixed evaluation batch (normalised) for images
+        idx = slice(None) if self.data.image is None else slice(None, None, max(1, tr.n // 1000))
+        x = self.data.inputs(tr.x[idx][:1000] if self.data.image else tr.x, self.dtype)
+        y = tr.y[idx][:1000] if self.data.image else tr.y
+        return Diagnostics(self.model, x, y, enabled=True, every=self.diag_opts["every"],
                            iters=d.iters, k=d.k, ntk_every=self.diag_opts["ntk_every"],
                            ntk_size=d.ntk_size, seed=self.cfg.run.seed)
 

@@ -1,0 +1,1 @@
+"""The Textual UI.  Never imports torch (the engine process trains)."""

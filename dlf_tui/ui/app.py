@@ -1,0 +1,247 @@
+"""DlfApp: the screens, the app-wide keys, the event-pump worker and the one
+worker-error handler.  ``run_app`` is the entry point the CLI calls.
+
+The UI process never imports torch: training runs in the engine process
+(``python -m dlf_tui.engine RUN_DIR``, its own session), and this process only
+reads the run directory and talks to the engine's socket.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from .. import protocol, runs
+from ..client import ClientError
+from . import messages as M
+from .screens.error import ErrorScreen
+from .screens.help import HelpScreen
+from .screens.picker import PickerScreen
+from .screens.quit_confirm import QuitScreen
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .screens.dashboard import DashboardScreen
+    from .session import RunSession
+
+# The dashboard (numpy, plotext) is imported when first shown, so the picker's
+# first frame does not pay for it.
+
+
+def _dashboard_cls():
+    from .screens.dashboard import DashboardScreen
+
+    return DashboardScreen
+
+
+def _is_dashboard(screen: Screen) -> bool:
+    return getattr(screen, "is_dashboard", False)
+
+
+STOP_WAIT_S = 10.0  # how long "stop the run" waits for the engine's reply before exiting
+
+
+class DlfApp(App[None]):
+    CSS_PATH = Path(__file__).resolve().parent / "app.tcss"
+    TITLE = "dlf-tui"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("question_mark", "help", "Keys", key_display="?"),
+    ]
+
+    def __init__(self, *, runs_dir: Path, presets_dir: Path | None = None,
+                 config: "Config | None" = None, attach: runs.Run | None = None,
+                 ascii_markers: bool = False) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.presets_dir = presets_dir
+        self.initial_config = config
+        self.initial_run = attach
+        self.monochrome = "NO_COLOR" in os.environ  # per-class series then differ by marker
+        self.ascii_markers = ascii_markers
+        self.session: RunSession | None = None
+        self.dashboard: DashboardScreen | None = None
+        self.starting: tuple[runs.Run, Any] | None = None  # an engine still starting up
+
+    # -- opening ----------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self.initial_config is not None:
+            self.start_run(self.initial_config)
+        elif self.initial_run is not None:
+            self.open_run(self.initial_run)
+        else:
+            self.push_screen(PickerScreen(self.runs_dir, self.presets_dir))
+
+    def _show(self, screen: Screen) -> None:
+        if len(self.screen_stack) > 1:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def action_open_picker(self) -> None:
+        self._close_session()
+        self._show(PickerScreen(self.runs_dir, self.presets_dir))
+
+    def start_run(self, cfg: "Config") -> None:
+        """Create the run directory, start its engine (in a thread: importing
+        torch takes seconds), then follow it on the dashboard."""
+        self._close_session()
+        self.dashboard = self._new_dashboard(None)
+        self._show(self.dashboard)
+        self.dashboard.log_event(0, "ui", f"starting {cfg.name}: creating the run and its engine…")
+        self._spawn(cfg, self.dashboard)
+
+    @work(thread=True, name="spawn-engine", group="spawn", exit_on_error=False)
+    def _spawn(self, cfg: "Config", dashboard: "DashboardScreen") -> None:
+        run = None
+        try:
+            run = runs.create_run(cfg, self.runs_dir)
+            proc = runs.spawn_engine(run)
+            self.starting = (run, proc)
+            runs.wait_until_listening(run, proc)
+        except (runs.RunError, OSError) as err:
+            self.starting = None
+            log = run.file(runs.LOG) if run is not None else None
+            self.call_from_thread(self.show_error, "The run could not start", str(err), log)
+            return
+        self.call_from_thread(self.open_run, run, proc, dashboard)
+
+    def open_run(self, run: runs.Run, proc: Any = None,
+                 dashboard: "DashboardScreen | None" = None) -> None:
+        """Show ``run`` on the dashboard and start its event pump."""
+        from .session import RunSession
+
+        self._close_session()
+        self.starting = None
+        self.session = RunSession(run, proc)
+        if dashboard is None or dashboard is not self.dashboard:
+            self.dashboard = self._new_dashboard(self.session)
+            self._show(self.dashboard)
+        else:
+            dashboard.attach(self.session)
+        # start reading after the first paint: the layout shows at once, data follows
+        self.call_after_refresh(self._pump, self.session, self.dashboard)
+
+    def _new_dashboard(self, session: "RunSession | None") -> "DashboardScreen":
+        from .widgets.chart import Style
+
+        return _dashboard_cls()(session, Style(no_color=self.monochrome, ascii=self.ascii_markers))
+
+    def _close_session(self) -> None:
+        self.workers.cancel_group(self, "pump")
+        self.session = None
+
+    @work(thread=True, name="event-pump", group="pump", exclusive=True, exit_on_error=False)
+    def _pump(self, session: "RunSession", target: "DashboardScreen") -> None:
+        worker = get_current_worker()
+        session.pump(target.post_message, lambda: worker.is_cancelled)
+
+    # -- commands ----------------------------------------------------------------------------
+    @work(thread=True, name="command", group="commands", exit_on_error=False)
+    def send_command(self, session: "RunSession", name: str,
+                     values: dict[str, Any] | None = None) -> None:
+        """Send one command from a worker thread; the pump posts the reply."""
+        target = self.dashboard
+        try:
+            session.send(name, values)
+        except (ClientError, protocol.ProtocolError) as err:
+            if target is not None:
+                target.post_message(M.CommandAnswered(name, values, False, str(err)))
+            return
+        if target is not None:
+            target.post_message(M.CommandSent(name, values))
+
+    @work(thread=True, name="stop-and-exit", group="commands", exit_on_error=False)
+    def _stop_and_exit(self, session: "RunSession") -> None:
+        try:
+            p = session.send("stop", wait=STOP_WAIT_S)
+            # No reply yet only means our reader is behind the engine's stream:
+            # the engine acts on a command as soon as it reads it.  Only a refusal fails.
+            ok = p.reply is None or p.reply.ok
+        except (ClientError, protocol.ProtocolError):
+            ok = False
+        if session.proc is not None:  # we started it: wait for its checkpoint, then reap it
+            try:
+                session.proc.wait(timeout=STOP_WAIT_S)
+            except Exception:  # noqa: BLE001 - it keeps stopping on its own
+                pass
+        self.call_from_thread(partial(self.exit, return_code=0 if ok else 1))
+
+    # -- the one worker-error handler ----------------------------------------------------------
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        err = event.worker.error
+        line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        if event.worker.name == "event-pump":
+            if self.dashboard is not None:
+                self.dashboard.log_event(0, "error", f"lost the run: {line}", "error")
+            self.notify(line, title="event pump failed", severity="error", timeout=10)
+        else:
+            self.notify(line, title=f"{event.worker.name} failed", severity="error", timeout=10)
+
+    def show_error(self, title: str, reason: str, log: Path | None = None) -> None:
+        self._show(ErrorScreen(title, reason, log))
+
+    # -- app-wide actions ------------------------------------------------------------------------
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    async def action_quit(self) -> None:
+        s = self.session
+        if isinstance(self.screen, QuitScreen):
+            return
+        if s is None and self.starting is not None and self.starting[1].poll() is None:
+            run, proc = self.starting  # quitting while the engine still imports torch
+
+            def early(choice: str | None) -> None:
+                if choice == "stop":
+                    proc.terminate()
+                if choice in ("stop", "leave"):
+                    self.exit(return_code=0)
+
+            self.push_screen(QuitScreen(run.id), early)
+            return
+        if s is None or not s.live or not _is_dashboard(self.screen):
+            self.exit(return_code=0)
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "stop":
+                self.dashboard and self.dashboard.log_event(s.step, "ui", "stopping the run…")
+                self._stop_and_exit(s)
+            elif choice == "leave":
+                self.exit(return_code=0)
+
+        self.push_screen(QuitScreen(s.run_id), chosen)
+
+    def action_exit_code(self, code: int) -> None:
+        self.exit(return_code=code)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Keys (help)", "?: every key and what it does", self.action_help)
+        if _is_dashboard(screen):
+            for title, help_text, action in screen.COMMANDS:
+                yield SystemCommand(title, help_text, partial(screen.run_action, action))
+
+
+def run_app(*, runs_dir: Path, presets_dir: Path | None = None, config: "Config | None" = None,
+            attach: "runs.Run | None" = None, ascii_markers: bool = False) -> int:
+    """Open the TUI: the picker, or a new run from ``config``, or ``attach``.
+    Returns the exit code (0, or 1 when a run could not start / stop)."""
+    app = DlfApp(runs_dir=runs_dir, presets_dir=presets_dir, config=config, attach=attach,
+                 ascii_markers=ascii_markers)
+    app.run()
+    return int(app.return_code or 0)

@@ -1,0 +1,1 @@
+"""Screens: picker, dashboard, help, quit-confirm, error."""

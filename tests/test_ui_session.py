@@ -1,0 +1,78 @@
+"""RunSession without Textual: the pump on a run from disk, gap filling,
+coalesced notifications."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_ui_support import fake_run, isolated  # noqa: E402,F401
+
+from dlf_tui import protocol  # noqa: E402
+from dlf_tui.ui import messages as M  # noqa: E402
+from dlf_tui.ui.session import RunSession, guess_kind  # noqa: E402
+
+
+def test_a_finished_run_opens_read_only_from_disk(isolated):
+    run = fake_run(isolated / "runs", steps=6000, edit_at=3000)
+    s = RunSession(run)
+    posted = []
+    s.pump(posted.append, lambda: False)
+    types = [type(m) for m in posted]
+    assert types[0] is M.RunStarted and not posted[0].live
+    assert M.HistoryLoaded in types and types[-1] is M.RunEnded
+    assert s.state == "finished" and not s.live
+    assert s.history.rows == 6000 and s.history.eval_rows == run.rows("eval")
+    assert s.params["amplitude"] == 10.0  # the last value set (events.jsonl), not the config's 20
+    assert [m.step for m in s.timeline.markers] == [3000]
+    logged = [(m.kind, m.step) for m in posted if isinstance(m, M.EventLogged)]
+    assert logged[0] == ("start", 1) and ("finish", 6000) in logged
+    pos = s.timeline.at(6000)
+    assert pos.index == 6000 // 501 + 1 and pos.cls == ((6000 - 1) // 501) % 3
+
+
+def test_missing_rows_are_read_from_disk_and_notifications_coalesce(isolated):
+    run = fake_run(isolated / "runs", steps=6000)
+    s = RunSession(run)
+    s.history.setup(run.columns("metrics"), run.columns("eval"))
+    s.history.add_metrics(0, run.read("metrics", 0, 1000))
+    posted = []
+    chunk = protocol.Metrics.pack(3000, run.columns("metrics"), run.read("metrics", 3000, 3500))
+    s._dispatch(protocol.decode_any(chunk.to_json()), posted.append)
+    assert s.history.rows == 3500  # 1000..3000 came from disk
+    v = s.history.query("metrics", 2501, 3500, 1000, ["step", "loss_ce"])
+    np.testing.assert_array_equal(v.x, np.arange(2501, 3501))
+    np.testing.assert_allclose(v.mean[:, 1], run.read("metrics", 2500, 3500)[:, 2])
+    whole = s.history.query("metrics", 1, 3500, 1, ["step", "loss_ce"])
+    assert abs(whole.mean[0, 1] - run.read("metrics", 0, 3500)[:, 2].mean()) < 1e-12
+    # a second chunk before the UI caught up posts nothing more
+    chunk = protocol.Metrics.pack(3500, run.columns("metrics"), run.read("metrics", 3500, 3600))
+    s._dispatch(chunk, posted.append)
+    assert len(posted) == 1 and isinstance(posted[0], M.MetricsArrived)
+    s.ack_data()
+    chunk = protocol.Metrics.pack(3600, run.columns("metrics"), run.read("metrics", 3600, 3700))
+    s._dispatch(chunk, posted.append)
+    assert len(posted) == 2
+    # state: only changes of state are posted; step and rate are read at redraw
+    for step in (3700, 3800):
+        s._dispatch(protocol.State(state="running", step=step, total=6000, rate=100.0), posted.append)
+    assert sum(isinstance(m, M.StateChanged) for m in posted) == 1 and s.step == 3800
+
+
+def test_live_log_lines_get_their_kind():
+    assert guess_kind("amplitude 70 → 30", "info") == "set"
+    assert guess_kind("paused after update 12", "info") == "pause"
+    assert guess_kind("checkpoint at update 3 (request): x.pt", "info") == "checkpoint"
+    assert guess_kind("something odd", "warning") == "warning"
+
+
+def test_a_crashed_run_opens_read_only_with_its_reason(isolated):
+    run = fake_run(isolated / "runs", steps=2000, state="crashed")
+    s = RunSession(run)
+    posted = []
+    s.pump(posted.append, lambda: False)
+    assert s.state == "crashed" and not s.live and s.history.rows == 2000
+    assert isinstance(posted[-1], M.RunEnded) and posted[-1].state == "crashed"
