@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dlf_tui import runs
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -47,9 +49,17 @@ def main() -> None:
             for line in (run / "engine.log").read_text().splitlines():
                 if "stepper" in line:
                     kernel = line.split("] ", 1)[-1]
+            diag = ""
+            r = runs.Run(run)
+            if r.rows("diag"):
+                d = r.read("diag")
+                spent = float(d[:, r.columns("diag").index("seconds")].sum())
+                busy = st["step"] / st["rate"]  # training + diagnostics time
+                diag = (f"; diagnostics {len(d)} calls, {spent:.2f} s = {100 * spent / busy:.1f} % of "
+                        f"the run, training alone {st['step'] / max(busy - spent, 1e-9):,.0f} updates/s")
             print(f"{args.preset} {' '.join(args.sets)}: {st['step']} updates, steady "
                   f"{st['rate']:,.0f} updates/s, whole command {wall:.1f} s wall, "
-                  f"run dir {size / 1e6:.1f} MB {kernel}".rstrip(), flush=True)
+                  f"run dir {size / 1e6:.1f} MB{diag} [{kernel.split(' INFO ')[-1]}]", flush=True)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class DiagnosticsConfig:
     enabled: bool = _f(False, None, "compute the Hessian's top eigenvalue during training")
-    every: int = _f(175, ">=1", "Hessian λ_max every N updates (keep it odd: past 2/η GD oscillates with period 2)")
+    every: int = _f(501, ">=1", "Hessian λ_max every N updates (keep it odd: past 2/η GD oscillates with period 2)")
     iters: int = _f(20, ">=1", "Lanczos iterations (at most)")
     k: int = _f(1, ">=1", "how many top eigenvalues")
     ntk_every: int = _f(0, ">=0", "NTK λ_max every N updates (0 = off)")

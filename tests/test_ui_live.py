@@ -217,8 +217,10 @@ async def test_picker_edits_then_starts_a_run(isolated):
             assert isinstance(picker, PickerScreen)
             names = [p.name for p in picker.presets]
             assert "tiny" in names and "spiral-fig4" in names  # custom and shipped
-            for _ in range(names.index("tiny")):
-                await pilot.press("down")
+            assert picker.selected.name == "spiral-fig4"  # the picker starts on the paper's run
+            start, goal = names.index("spiral-fig4"), names.index("tiny")
+            for _ in range(abs(goal - start)):
+                await pilot.press("down" if goal > start else "up")
             assert picker.selected is not None and picker.selected.name == "tiny"
             assert "tiny test preset" in str(picker.query_one("#preset-info").render())
             amp = picker.query_one("#f-amplitude")
