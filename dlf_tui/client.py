@@ -122,11 +122,6 @@ class Client:
                 return
             yield msg
 
-    def poll(self, timeout: float = 0.0) -> protocol.Message | None:
-        if self._pending:
-            return self._pending.popleft()
-        return self._read(timeout)
-
     def _read(self, timeout: float | None) -> protocol.Message | None:
         """One message, or None on timeout / end of stream."""
         deadline = None if timeout is None else time.monotonic() + timeout

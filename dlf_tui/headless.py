@@ -74,8 +74,10 @@ class _Follower:
                       f"F {r['loss_dynamical']:.5g}  CE {r['loss_ce']:.5g}  "
                       f"acc {r['accuracy']:.3f}  {self.rate:,.0f} upd/s", flush=True)
 
+    SHOWN = ("set", "static_tail", "diverged", "rollback", "edge_of_stability", "error")
+
     def log(self, msg: protocol.Log) -> None:
-        if msg.level in ("warning", "error") or "set" in msg.message or "static" in msg.message:
+        if msg.level in ("warning", "error") or msg.kind in self.SHOWN:
             text = f"[{msg.level}] update {msg.step}: {msg.message}"
             if self.progress is not None:
                 self.progress.console.print(text, markup=False, highlight=False)

@@ -307,6 +307,7 @@ class Log(Message):
     level: str = "info"  # info | warning | error
     message: str = ""
     step: int = 0
+    kind: str = ""  # the events.jsonl kind: set, pause, checkpoint, diverged, refused, …
 
 
 @dataclass

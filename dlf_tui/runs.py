@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CONFIG = "config.toml"
 STATE = "state.json"
@@ -29,7 +29,6 @@ EVENTS = "events.jsonl"
 SOCKET = "control.sock"
 LOG = "engine.log"
 CHECKPOINTS = "checkpoints"
-SERIES = ("metrics", "eval", "diag")
 LIVE_STATES = ("starting", "running", "paused", "stopping")
 
 
@@ -292,11 +291,6 @@ def resolve(spec: str | None, runs_dir: Path) -> Run:
     if len(matches) > 1:
         raise RunError(f"run {spec!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
     raise RunError(f"no run {spec!r} (not a run directory, nor an id under {runs_dir})")
-
-
-def iter_event_lines(events: list[dict[str, Any]]) -> Iterator[str]:
-    for ev in events:
-        yield f"{ev.get('step', 0):>8}  {ev.get('kind', '?'):<14} {ev.get('message', '')}"
 
 
 # ---------------------------------------------------------------------------

@@ -164,7 +164,8 @@ class Engine:
         level = "error" if kind in ("error", "crashed") else "warning" if kind == "refused" else "info"
         log.log(logging.ERROR if level == "error" else logging.INFO, "[%s] %s", kind, message)
         if hasattr(self, "server"):
-            self.server.broadcast(protocol.Log(level=level, message=message, step=ev["step"]))
+            self.server.broadcast(protocol.Log(level=level, message=message, step=ev["step"],
+                                               kind=kind))
 
     def _refused(self, reason: str) -> None:
         # called from the server thread for commands that failed validation

@@ -255,8 +255,8 @@ class RunSession:
             if key in self._disk_events:
                 self._disk_events.discard(key)
                 return
-            post(M.EventLogged(msg.step, guess_kind(msg.message, msg.level), msg.message,
-                               msg.level))
+            kind = msg.kind or guess_kind(msg.message, msg.level)  # older engines send no kind
+            post(M.EventLogged(msg.step, kind, msg.message, msg.level))
         elif isinstance(msg, protocol.Reply):
             with self._lock:
                 p = self._pending.pop(msg.id, None)
