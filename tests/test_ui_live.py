@@ -232,7 +232,7 @@ async def test_picker_edits_then_starts_a_run(isolated):
             await pilot.pause(0.3)
             assert isinstance(app.screen, PickerScreen) and runs.list_runs(isolated / "runs") == []
             amp.value = "30"
-            picker.query_one("#f-steps").value = "100000"
+            picker.query_one("#f-steps").value = "50000000"  # long enough to outlive the test
             picker.query_one("#f-seed").value = "3"
             picker.query_one("#f-period").focus()
             await pilot.press("enter")
@@ -241,7 +241,7 @@ async def test_picker_edits_then_starts_a_run(isolated):
             proc = app.session.proc
             assert isinstance(app.screen, DashboardScreen)
             cfg = app.session.run.config()
-            assert (cfg.name, cfg.schedule.amplitude, cfg.run.steps, cfg.run.seed) == ("tiny", 30.0, 100000, 3)
+            assert (cfg.name, cfg.schedule.amplitude, cfg.run.steps, cfg.run.seed) == ("tiny", 30.0, 50000000, 3)
             await open_live(pilot, app, rows=100)
             await pilot.press("q")
             await until(pilot, lambda: isinstance(app.screen, QuitScreen))
