@@ -74,11 +74,11 @@ def make_stepper(cfg, ds, device, total: int):
 
     from dlf_tui.engine import models, steppers
     from dlf_tui.engine.schedule import Schedule
-    from dlf_tui.engine.trainer import TABLE_ELEMENTS
+    from dlf_tui.engine.trainer import chunk_rows
 
     dtype = torch.float32 if cfg.run.dtype == "float32" else torch.float64
-    C, N = ds.classes, ds.train.n
-    rows = max(16, min(cfg.run.flush_every, TABLE_ELEMENTS // (C * N)))  # the engine's chunk rule
+    C = ds.classes
+    rows = chunk_rows(cfg, ds)  # the engine's chunk rule
     model = models.build(cfg.model, ds.in_features, C, cfg.run.seed, device, dtype)
     st = steppers.make(cfg, model, ds, rows)
     s = cfg.schedule
@@ -91,14 +91,21 @@ def make_stepper(cfg, ds, device, total: int):
             gam, _, _ = sched.table(k)
             st.begin_chunk(torch.as_tensor(gam, dtype=dtype, device=device))
             st.snapshot()  # the engine's divergence guard
-            for i in range(k):
+            t0 = time.perf_counter()
+            i = 0
+            while i < k:  # the engine also flushes every flush_seconds, checked every 64
                 st.step(i)
+                i += 1
+                if not i & 63 and time.perf_counter() - t0 > cfg.run.flush_seconds:
+                    break
+            k = i
             raw = st.buf[:k].cpu()  # the engine's one host sync per chunk
             assert torch.isfinite(raw).all() and st.params_finite()
             sched.advance(k)
             done += k
 
-    return run, rows, f"{type(st).__name__}, {rows} updates per flush"
+    return run, rows, (f"{type(st).__name__}, a flush every {rows} updates or "
+                       f"{cfg.run.flush_seconds:g} s")
 
 
 def make_bare(cfg, ds, device, compile_: bool):
@@ -231,7 +238,8 @@ def main() -> int:
     w_ours, w_bare = timed(ours, args.warmup, device), timed(bare, args.warmup, device)
     print(f"warm-up (incl. compilation): stepper {w_ours:.1f} s, bare {w_bare:.1f} s", flush=True)
     # interleaved rounds of whole flush chunks, so drifting machine load hits both alike
-    per_round = rows * max(1, -(-50 // rows))
+    step_rows = min(rows, 64)  # the engine checks its flush clock every 64 updates
+    per_round = step_rows * max(1, -(-50 // step_rows))
     rounds = max(1, -(-args.steps // per_round))
     t_ours = t_bare = 0.0
     ratios = []

@@ -53,6 +53,15 @@ def diag_columns(k: int) -> list[str]:
             + ([f"hessian_top_{i}" for i in range(k)] if k > 1 else []))
 
 
+def chunk_rows(cfg: cfgmod.Config, data: datamod.Dataset) -> int:
+    """Most updates between two flushes (a flush also comes every ``flush_seconds``):
+    ``flush_every``, capped for the fused step, whose per-chunk tables are rows × C × N."""
+    rows = cfg.run.flush_every
+    if steppers.wants_fused(cfg, data):
+        rows = max(16, min(rows, TABLE_ELEMENTS // (data.classes * data.train.n)))
+    return rows
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,13 +108,11 @@ class Engine:
         torch.manual_seed(cfg.run.seed)
 
         self.data = datamod.load(cfg.data, self.device, self.dtype)
-        C, N = self.data.classes, self.data.train.n
+        C = self.data.classes
         self.C = C
         self.model = models.build(cfg.model, self.data.in_features, C, cfg.run.seed,
                                   self.device, self.dtype)
-        self.chunk_rows = cfg.run.flush_every
-        if steppers.wants_fused(cfg, self.data):  # its per-chunk tables are rows × C × N
-            self.chunk_rows = max(16, min(self.chunk_rows, TABLE_ELEMENTS // (C * N)))
+        self.chunk_rows = chunk_rows(cfg, self.data)
         self.stepper = steppers.make(cfg, self.model, self.data, self.chunk_rows)
         log.info("stepper: %s on %s, %s, %d threads", type(self.stepper).__name__, self.device,
                  cfg.run.dtype, torch.get_num_threads())
