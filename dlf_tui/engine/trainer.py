@@ -549,21 +549,23 @@ class Engine:
                        f"edge of stability crossed at update {first}: λ_max {lam0:.4g} went "
                        f"{side} 2/η = {2.0 / self.lr:.4g}", step=first, lambda_max=lam0, lr=self.lr)
 
-    def _flush_diags(self, diags: list[list[float]]) -> None:
-        rows = np.array(diags, dtype=np.float64)
+    def _append(self, writer: runs.SeriesWriter, chunk: type[protocol.Chunk],
+                rows: np.ndarray) -> None:
+        """Append rows to a series file and publish them, under the lock that orders
+        chunks against hellos (a new client's history ends where its chunks begin)."""
         srv = self.server
         with srv.lock:
-            start = self.diags.append(rows)
+            start = writer.append(rows)
             if srv.has_clients:
-                srv.publish(protocol.Diag.pack(start, self.diags.columns, rows))
+                srv.publish(chunk.pack(start, writer.columns, rows))
+
+    def _flush_diags(self, diags: list[list[float]]) -> None:
+        self._append(self.diags, protocol.Diag, np.array(diags, dtype=np.float64))
 
     def _flush(self, rows: np.ndarray, evals: list[tuple[int, torch.Tensor]]) -> None:
         C = self.C
         srv = self.server
-        with srv.lock:
-            start = self.metrics.append(rows)
-            if srv.has_clients:
-                srv.publish(protocol.Metrics.pack(start, self.metrics.columns, rows))
+        self._append(self.metrics, protocol.Metrics, rows)
         if evals:
             ev = torch.stack([e for _, e in evals]).cpu().numpy().astype(np.float64)
             ev = ev.reshape(len(evals), -1)
@@ -572,10 +574,7 @@ class Engine:
                 np.array([s for s, _ in evals], dtype=np.float64),
                 enll.sum(1) / entot, ecorrect.sum(1) / entot,
                 _per_class_accuracy(ecorrect, ecount)])
-            with srv.lock:
-                start = self.evals.append(erows)
-                if srv.has_clients:
-                    srv.publish(protocol.Eval.pack(start, self.evals.columns, erows))
+            self._append(self.evals, protocol.Eval, erows)
         if srv.has_clients and rows.shape[0]:
             srv.broadcast(protocol.State(state=self.state, step=int(rows[-1, 0]), total=self.total,
                                          rate=self.rate))
