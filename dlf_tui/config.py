@@ -111,6 +111,15 @@ class DiagnosticsConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """Read by ``dlf-tui sweep`` only; a single run ignores it (see ``sweeps.py``)."""
+
+    grid: tuple[str, ...] = _f((), "grid", "axes: \"section.key=v1,v2,...\" each; members are their cross product × seeds")
+    seeds: int = _f(1, ">=1,<=4096", "seeds per cell: run.seed, run.seed+1, ...")
+    threshold: float = _f(0.95, ">0,<=1", "summary: fraction of seeds whose final accuracy is >= this")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "custom"
     description: str = ""
@@ -120,6 +129,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 SECTIONS: dict[str, type] = {
@@ -129,6 +139,7 @@ SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "run": RunConfig,
     "diagnostics": DiagnosticsConfig,
+    "sweep": SweepConfig,
 }
 TOP_KEYS = ("name", "description")
 
@@ -150,7 +161,7 @@ def _type_of(section: str, key: str) -> Any:
 
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is tuple:
-        return "list of integers"
+        return "a list of strings" if get_args(tp)[0] is str else "a list of integers"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
 
@@ -159,10 +170,14 @@ def coerce(section: str, key: str, value: Any) -> Any:
     tp = _type_of(section, key)
     bad = ConfigError(f"{section}.{key} = {_show(value)}: must be {_type_name(tp)}")
     if get_origin(tp) is tuple:
+        item = get_args(tp)[0]
         if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
+            isinstance(v, item) and not isinstance(v, bool) for v in value
         ):
             raise bad
+        if item is str:
+            for v in value:
+                _check_text(f"{section}.{key}", v)
         return tuple(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -245,6 +260,11 @@ def check_value(section: str, key: str, value: Any) -> Any:
     elif rule == "widths>=1":
         if len(value) == 0 or any(v < 1 or v > 1_000_000 for v in value):
             raise ConfigError(f"{where}: must be a non-empty list of widths between 1 and 1000000")
+    elif rule == "grid":
+        from .sweeps import parse_axis  # a grid entry is an axis, checked like `sweep --set`
+
+        for item in value:
+            parse_axis(item, f"{section}.{key}")
     elif rule == "[0,1)":
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{where}: must be >= 0 and < 1")
