@@ -294,3 +294,28 @@ def _guess_id(line: bytes) -> int:
         return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53 else 0
     except (ValueError, RecursionError):
         return 0
+
+
+class NullServer:
+    """The server of an engine nobody connects to (a sweep member): same surface, no socket."""
+
+    has_clients = False
+
+    def __init__(self) -> None:
+        self.commands: deque = deque()
+        self.wakeup = threading.Event()
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        pass
+
+    def close(self, timeout: float = 2.0) -> None:
+        pass
+
+    def publish(self, msg: protocol.Message) -> None:
+        pass
+
+    broadcast = publish
+
+    def reply(self, client_id: int, msg: protocol.Message) -> None:
+        pass

@@ -25,7 +25,7 @@ from .. import protocol, runs
 from . import data as datamod
 from . import models, steppers
 from .schedule import Schedule
-from .server import ControlServer
+from .server import ControlServer, NullServer
 
 log = logging.getLogger("dlf_tui.engine")
 
@@ -90,7 +90,8 @@ def _per_class_accuracy(correct: np.ndarray, count: np.ndarray) -> np.ndarray:
 
 
 class Engine:
-    def __init__(self, run_dir: Path, resume: bool = False):
+    def __init__(self, run_dir: Path, resume: bool = False, serve: bool = True):
+        """``serve=False``: no control socket (a sweep member, driven by ``ensemble.py``)."""
         self.dir = Path(run_dir)
         self.run_info = runs.Run(self.dir)
         try:
@@ -143,7 +144,8 @@ class Engine:
             self._resume()
         elif self.metrics.rows:
             raise SetupError(f"{self.dir} already holds {self.metrics.rows} updates; use resume")
-        self.server = ControlServer(self.dir / runs.SOCKET, self.hello, self._refused)
+        self.server = (ControlServer(self.dir / runs.SOCKET, self.hello, self._refused) if serve
+                       else NullServer())
 
     # -- facts for clients ---------------------------------------------------------
     def params(self) -> dict[str, Any]:
