@@ -12,13 +12,32 @@ arrives before the reply, so ``messages`` still yields it afterwards.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from . import protocol, runs
+
+
+@contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """An AF_UNIX address for ``path``: the path itself, or, past the kernel's
+    108-byte limit (deep run directories, sweep members), the same file reached
+    through ``/proc/self/fd/<directory fd>/<name>`` (Linux), which binds and
+    connects alike."""
+    text = str(path)
+    if len(os.fsencode(text)) < 100 or not os.path.isdir("/proc/self/fd"):
+        yield text
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 class ClientError(RuntimeError):
@@ -44,14 +63,18 @@ class Client:
 
     @classmethod
     def connect(cls, run_dir: str | Path, timeout: float = 5.0) -> "Client":
-        run_dir = Path(run_dir)
+        with unix_address(Path(run_dir) / runs.SOCKET) as address:
+            return cls._connect(Path(run_dir), address, timeout)
+
+    @classmethod
+    def _connect(cls, run_dir: Path, address: str, timeout: float) -> "Client":
         path = run_dir / runs.SOCKET
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.connect(str(path))
+                sock.connect(address)
                 return cls(sock, run_dir)
             except (FileNotFoundError, ConnectionRefusedError) as err:
                 sock.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import protocol
+from ..client import unix_address
 from ..config import printable
 
 log = logging.getLogger("dlf_tui.engine")
@@ -68,7 +69,8 @@ class ControlServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            sock.bind(str(self.path))
+            with unix_address(self.path) as address:  # deep run directories too
+                sock.bind(address)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
