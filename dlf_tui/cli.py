@@ -78,6 +78,59 @@ def _obj(ctx: typer.Context, key: str, value):
     return value if value is not None else (ctx.obj or {}).get(key)
 
 
+def _run_or_sweep(spec: Optional[str], rdir: Path):
+    """A sweep when ``spec`` names one (its directory, id or unique id prefix),
+    else a run (``runs.resolve``: a member's directory is a run); one line when
+    neither, or when a prefix names both a run and a sweep."""
+    from . import sweeps
+
+    try:
+        run, run_err = runs.resolve(spec, rdir), None
+    except runs.RunError as err:
+        run, run_err = None, err
+    if spec in (None, "", "latest"):
+        if run is None:
+            raise run_err
+        return run
+    try:
+        sw = sweeps.resolve(spec, rdir)
+    except runs.RunError as err:
+        if run is not None:
+            return run
+        raise (run_err if str(err).startswith("no sweep") else err) from None
+    if run is not None:
+        raise runs.RunError(f"{spec!r} is ambiguous: run {run.id} and sweep {sw.id}")
+    return sw
+
+
+def _cell(sw, text: str) -> tuple:
+    """``"amplitude=70 period=5000"`` → that cell of sweep ``sw`` (axes by key or
+    short name; an axis with one value may be left out)."""
+    from . import sweeps
+    from .sweep_headless import show
+
+    want: dict[str, object] = {}
+    for item in text.split():
+        key, raw = config.split_assignment(item, "--cell")
+        found = [a for a in sw.axes if key in (a.key, a.short)]
+        if len(found) != 1:
+            names = ", ".join(a.key for a in sw.axes) or "none"
+            raise config.ConfigError(f"--cell {config.printable(item)[:80]}: "
+                                     f"{'ambiguous' if found else 'not an axis'} (axes of {sw.id}: {names})")
+        a = found[0]
+        values = sweeps.parse_axis(f"{a.key}={raw}", "--cell").values
+        if len(values) != 1:
+            raise config.ConfigError(f"--cell {config.printable(item)[:80]}: give one value per axis")
+        if values[0] not in a.values:
+            raise config.ConfigError(f"--cell {config.printable(item)[:80]}: {a.short} is one of "
+                                     f"{', '.join(show(v) for v in a.values)}")
+        want[a.key] = values[0]
+    missing = [a.short for a in sw.axes if a.key not in want and len(a.values) > 1]
+    if missing:
+        raise config.ConfigError(f"--cell {config.printable(text)[:80]!r}: give {', '.join(missing)} too")
+    return tuple(want.get(a.key, a.values[0]) for a in sw.axes)
+
+
 @app.command()
 def ui(
     ctx: typer.Context,
@@ -99,17 +152,29 @@ def ui(
 @app.command()
 def attach(
     ctx: typer.Context,
-    run: Optional[str] = typer.Argument(None, help="Run directory or id [default: the most recent]."),
+    run: Optional[str] = typer.Argument(None, help="Run or sweep: directory or id (default: the most recent run)."),
     runs_dir: Optional[Path] = RunsDir,
 ) -> None:
-    """Open a run in the dashboard: live if it runs, read-only otherwise."""
+    """Open a run in the dashboard (live if it runs, read-only otherwise), or a sweep in the sweep view."""
+    from .sweeps import Sweep
+
     rdir = _runs_dir(_obj(ctx, "runs_dir", runs_dir))
     try:
-        r = runs.resolve(run, rdir)
+        r = _run_or_sweep(run, rdir)
     except runs.RunError as err:
         fail(str(err))
-    _ui(runs_dir=rdir, presets_dir=(ctx.obj or {}).get("presets_dir"), attach=r,
-        ascii_markers=(ctx.obj or {}).get("ascii", False))
+    kw = {"sweep": r} if isinstance(r, Sweep) else {"attach": r}
+    _ui(runs_dir=rdir, presets_dir=(ctx.obj or {}).get("presets_dir"),
+        ascii_markers=(ctx.obj or {}).get("ascii", False), **kw)
+
+
+NprocOpt = typer.Option(1, "--nproc", help="Train with N processes (DistributedDataParallel: "
+                        "gloo on the CPU, nccl with one GPU per rank); same result as one.")
+
+
+def _check_nproc(nproc: int) -> None:
+    if nproc < 1:
+        fail(f"--nproc {nproc}: must be at least 1")
 
 
 @app.command("run")
@@ -121,43 +186,49 @@ def run_cmd(
     presets_dir: Optional[Path] = PresetsDir,
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set run.steps=N."),
     device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set run.device=D."),
+    nproc: int = NprocOpt,
 ) -> None:
     """Run PRESET headless in a new run directory, with a progress display."""
     from .headless import run_headless
 
+    _check_nproc(nproc)
     try:
         cfg = resolve_config(preset, sets, _obj(ctx, "presets_dir", presets_dir), steps, device)
         run = runs.create_run(cfg, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
     except (config.ConfigError, runs.RunError) as err:
         fail(str(err))
-    raise typer.Exit(run_headless(run))
+    raise typer.Exit(run_headless(run, nproc=nproc))
 
 
 @app.command()
 def resume(
     ctx: typer.Context,
-    run: str = typer.Argument(..., help="Run directory or id."),
+    run: str = typer.Argument(..., help="Run directory or id (or a sweep)."),
     runs_dir: Optional[Path] = RunsDir,
+    nproc: int = NprocOpt,
 ) -> None:
-    """Continue a stopped or crashed run from its last checkpoint (headless)."""
+    """Continue a stopped or crashed run (or sweep) from its last checkpoint (headless)."""
     from .headless import run_headless
 
+    _check_nproc(nproc)
     try:
-        r = runs.resolve(run, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
+        r = _run_or_sweep(run, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
     except runs.RunError as err:
         fail(str(err))
+    if not isinstance(r, runs.Run):
+        _resume_sweep(r)
     state = r.state().get("state")
     if state in runs.LIVE_STATES:
         fail(f"{r.id} is {state}: its engine is still live")
     if state == "finished":
         fail(f"{r.id} already finished")
-    raise typer.Exit(run_headless(r, resume=True))
+    raise typer.Exit(run_headless(r, resume=True, nproc=nproc))
 
 
 @app.command(context_settings={"allow_extra_args": False})
 def ctl(
     ctx: typer.Context,
-    run: str = typer.Argument(..., help="Run directory or id."),
+    run: str = typer.Argument(..., help="Run directory or id (or a sweep: stop only)."),
     command: str = typer.Argument(..., help="set | pause | resume | stop | checkpoint | rollback"),
     values: List[str] = typer.Argument(None, help="For set: amplitude=30 period=2000 lr=0.5"),
     runs_dir: Optional[Path] = RunsDir,
@@ -165,9 +236,12 @@ def ctl(
 ) -> None:
     """Send a command to a running engine; exit 0 when it accepted."""
     from . import client, protocol
+    from .sweeps import Sweep
 
     try:
-        r = runs.resolve(run, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
+        r = _run_or_sweep(run, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
+        if isinstance(r, Sweep):
+            _ctl_sweep(r, command, values, timeout)
         parsed = {}
         for item in values or []:
             key, raw = config.split_assignment(item, "ctl")
@@ -194,13 +268,54 @@ def ctl(
         typer.echo(f"ok: {data.get('state', command)}")
 
 
+def _resume_sweep(sw) -> None:
+    """``resume SWEEP``: the sweep engine continues every unfinished member from its
+    last checkpoint (members never checkpointed start afresh); followed headless."""
+    from . import sweeps
+    from .sweep_headless import follow
+
+    state = sw.state().get("state")
+    if state in runs.LIVE_STATES:
+        fail(f"{sw.id} is {state}: its engine is still live")
+    if all(m.run.raw_state().get("state") == "finished" for m in sw.members):
+        fail(f"{sw.id} already finished")
+    try:
+        proc = sweeps.spawn_engine(sw, resume=True)
+    except OSError as err:
+        fail(f"cannot start the sweep engine: {err.strerror}", 1)
+    raise typer.Exit(follow(sw, proc))
+
+
+def _ctl_sweep(sw, command: str, values: Optional[List[str]], timeout: float) -> None:
+    """``ctl SWEEP stop``: SIGTERM to its live engine, then wait up to ``timeout``."""
+    from .sweep_headless import wait_gone
+
+    if command != "stop" or values:
+        fail(f"{sw.id} is a sweep: sweeps accept only stop")
+    try:
+        pid = sw.stop()
+    except runs.RunError as err:
+        fail(str(err), 1)
+    if pid is None:
+        fail(f"{sw.id} is not running (state {sw.state().get('state', 'unknown')})", 1)
+    if wait_gone(pid, timeout):
+        typer.echo(f"ok: {sw.state().get('state', 'stopped')}")
+    else:
+        typer.echo(f"ok: stopping (the engine is still shutting down after {timeout:g} s)")
+    raise typer.Exit(0)
+
+
 @app.command("runs")
 def runs_cmd(ctx: typer.Context, runs_dir: Optional[Path] = RunsDir) -> None:
-    """List runs: id, preset, state, step/total, last accuracy."""
+    """List runs: id, preset, state, step/total, last accuracy (sweeps: see `dlf-tui sweeps`)."""
+    from .sweeps import list_sweeps
+
     rdir = _runs_dir(_obj(ctx, "runs_dir", runs_dir))
     items = runs.list_runs(rdir)
+    n = len(list_sweeps(rdir))
+    more = f"{n} sweep{'s' * (n != 1)} under {rdir}: dlf-tui sweeps" if n else ""
     if not items:
-        typer.echo(f"no runs under {rdir}")
+        typer.echo(f"no runs under {rdir}" + (f"; {more}" if more else ""))
         return
     rows = [r.summary() for r in items]
     w = max(len(s["id"]) for s in rows)
@@ -210,38 +325,159 @@ def runs_cmd(ctx: typer.Context, runs_dir: Optional[Path] = RunsDir) -> None:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         steps = f"{s['step']}/{s['total']}"
         typer.echo(f"{s['id']:<{w}}  {s['preset']:<{pw}}  {s['state']:<9} {steps:>17}  {acc}")
+    if more:
+        typer.echo(f"\n{more}")
 
 
 @app.command()
 def export(
     ctx: typer.Context,
-    run: str = typer.Argument(..., help="Run directory or id."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Write one row per update to this CSV file."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Draw the paper's Fig. 4 panels to this PNG."),
-    window: Optional[str] = typer.Option(None, "--window", help="PNG only: updates FIRST:LAST (the paper's inset)."),
+    run: str = typer.Argument(..., help="Run or sweep: directory or id."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Run: one row per update. Sweep: one row per cell, "
+                                       "and one per member in FILE's stem + -members.csv."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Run: the paper's Fig. 4 panels. Sweep: heatmaps "
+                                       "of the mean final accuracy per cell."),
+    window: Optional[str] = typer.Option(None, "--window", help="A run's PNG only: updates FIRST:LAST (the inset)."),
     runs_dir: Optional[Path] = RunsDir,
 ) -> None:
-    """Export a run's per-update metrics (CSV) or its figure (PNG)."""
-    from .export import write_csv
-    from .figure import FigureError, parse_window, write_png
+    """Export a run's per-update metrics (CSV) or its figure (PNG); or a sweep's summary (CSV) or heatmap (PNG)."""
+    from .export import write_csv, write_sweep_csv
+    from .figure import FigureError, parse_window, write_png, write_sweep_png
+    from .sweeps import Sweep
 
     if csv is None and png is None:
         fail("nothing to export: give --csv FILE and/or --png FILE")
     target = csv
     try:
-        r = runs.resolve(run, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
+        r = _run_or_sweep(run, _runs_dir(_obj(ctx, "runs_dir", runs_dir)))
         win = parse_window(window)
+        sweep = isinstance(r, Sweep)
+        if sweep and win is not None:
+            fail(f"--window: {r.id} is a sweep; --window applies to a run's figure")
         if csv is not None:
-            n = write_csv(r, csv)
-            typer.echo(f"wrote {n} rows to {csv}")
+            if sweep:
+                cells, members, mpath = write_sweep_csv(r, csv)
+                typer.echo(f"wrote {cells} cells to {csv} and {members} members to {mpath}")
+            else:
+                n = write_csv(r, csv)
+                typer.echo(f"wrote {n} rows to {csv}")
         if png is not None:
             target = png
-            panels = write_png(r, png, win)
-            typer.echo(f"wrote {panels} panels to {png}")
+            if sweep:
+                panels = write_sweep_png(r, png)
+                typer.echo(f"wrote {panels} heatmap{'s' * (panels != 1)} to {png}")
+            else:
+                panels = write_png(r, png, win)
+                typer.echo(f"wrote {panels} panels to {png}")
     except (runs.RunError, FigureError) as err:
         fail(str(err))
     except OSError as err:
-        fail(f"cannot write {target}: {err.strerror}")
+        fail(f"cannot write {err.filename or target}: {err.strerror}")
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    preset: str = typer.Argument(..., help="Preset name or TOML file."),
+    sets: List[str] = typer.Option(None, "--set", "-s", help="An axis: section.key=v1,v2,... (repeatable; "
+                                   "replaces the preset's sweep.grid axis of the same key)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per cell: run.seed, run.seed+1, ... "
+                                        "(default: the preset's sweep.seeds)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Summary: fraction of seeds whose final "
+                                              "accuracy is >= this (default: the preset's sweep.threshold)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Updates per member (run.steps)."),
+    device: Optional[str] = typer.Option(None, "--device", help="run.device for every member."),
+    open_ui: bool = typer.Option(False, "--ui", help="Open the TUI sweep view instead of following headless."),
+    runs_dir: Optional[Path] = RunsDir,
+    presets_dir: Optional[Path] = PresetsDir,
+) -> None:
+    """Train the cross product of the axes' values × seeds as one sweep; follow it headless (or --ui)."""
+    from . import sweeps
+    from .sweep_headless import follow, print_plan
+
+    presets_dir = _obj(ctx, "presets_dir", presets_dir)
+    rdir = _runs_dir(_obj(ctx, "runs_dir", runs_dir))
+    try:
+        cfg = resolve_config(preset, [], presets_dir, steps, device)
+        sw = sweeps.create(sweeps.plan(cfg, sets or [], seeds, threshold), rdir)
+    except (config.ConfigError, runs.RunError) as err:
+        fail(str(err))
+    print_plan(sw)
+    try:
+        proc = sweeps.spawn_engine(sw)
+    except OSError as err:
+        fail(f"cannot start the sweep engine: {err.strerror}", 1)
+    if open_ui:
+        _ui(runs_dir=rdir, presets_dir=presets_dir, sweep=sw,
+            ascii_markers=(ctx.obj or {}).get("ascii", False))
+    raise typer.Exit(follow(sw, proc))
+
+
+@app.command("sweeps")
+def sweeps_cmd(ctx: typer.Context, runs_dir: Optional[Path] = RunsDir) -> None:
+    """List sweeps: id, preset, state, cells, members finished, progress."""
+    from .sweeps import list_sweeps
+
+    rdir = _runs_dir(_obj(ctx, "runs_dir", runs_dir))
+    items = list_sweeps(rdir)
+    if not items:
+        typer.echo(f"no sweeps under {rdir}")
+        return
+    rows = []
+    for sw in items:
+        done, total = sw.progress()
+        fin = sum(m.run.raw_state().get("state") == "finished" for m in sw.members)
+        rows.append((sw.id, sw.preset, sw.state().get("state", "unknown"), str(len(sw.cells())),
+                     f"{fin}/{len(sw.members)}", f"{100.0 * done / total:.1f}%" if total else "-"))
+    w = max(len(r[0]) for r in rows)
+    pw = max(6, max(len(r[1]) for r in rows))
+    typer.echo(f"{'id':<{w}}  {'preset':<{pw}}  {'state':<9} {'cells':>5} {'finished':>9} {'progress':>8}")
+    for r in rows:
+        typer.echo(f"{r[0]:<{w}}  {r[1]:<{pw}}  {r[2]:<9} {r[3]:>5} {r[4]:>9} {r[5]:>8}")
+
+
+MAX_COMPARE = 32
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    specs: List[str] = typer.Argument(..., help="Runs: ids, unique id prefixes or directories (sweep members "
+                                      "too); a sweep id with --cell stands for that cell's members."),
+    cell: Optional[str] = typer.Option(None, "--cell", help='A sweep\'s cell, e.g. "amplitude=70 period=5000".'),
+    runs_dir: Optional[Path] = RunsDir,
+) -> None:
+    """Overlay 2-32 runs on the same charts (the TUI compare view)."""
+    from .sweeps import Sweep
+
+    rdir = _runs_dir(_obj(ctx, "runs_dir", runs_dir))
+    chosen: list[runs.Run] = []
+    swept = False
+    try:
+        for spec in specs:
+            r = _run_or_sweep(spec, rdir)
+            if isinstance(r, Sweep):
+                if cell is None:
+                    fail(f"{r.id} is a sweep: pick one cell with --cell \"{r.label(r.cells()[0])}\"")
+                chosen += [m.run for m in r.members_of(_cell(r, cell))]
+                swept = True
+            else:
+                chosen.append(r)
+    except (runs.RunError, config.ConfigError) as err:
+        fail(str(err))
+    if cell is not None and not swept:
+        fail("--cell needs a sweep among the runs")
+    seen: set[Path] = set()
+    for r in chosen:
+        if r.path.resolve() in seen:
+            fail(f"{r.id} is listed twice")
+        seen.add(r.path.resolve())
+    if len(chosen) < 2:
+        fail(f"compare needs at least 2 runs (got {len(chosen)})")
+    if len(chosen) > MAX_COMPARE:
+        fail(f"compare takes at most {MAX_COMPARE} runs (got {len(chosen)})")
+    _ui(runs_dir=rdir, presets_dir=(ctx.obj or {}).get("presets_dir"), compare=chosen,
+        ascii_markers=(ctx.obj or {}).get("ascii", False))
 
 
 @presets_app.callback()

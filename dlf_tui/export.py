@@ -1,7 +1,9 @@
-"""Export a run's series.  No torch."""
+"""Export a run's series, or a sweep's summary and members (CSV).  No torch."""
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from pathlib import Path
 
@@ -64,3 +66,60 @@ def write_csv(run: runs.Run, path: Path) -> int:
             cells += [_fmt(float(row[i]), False) for i in ridx]
             fh.write(",".join(cells) + "\n")
     return int(m.shape[0])
+
+
+# ---------------------------------------------------------------------------
+# Sweeps
+# ---------------------------------------------------------------------------
+
+
+def _value(v) -> str:
+    """An axis value exactly: 70.0, 5000, [16, 16], triangle."""
+    if isinstance(v, (list, tuple)):
+        return json.dumps(list(v))
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None or not math.isfinite(v) else repr(float(v))
+
+
+def members_csv_path(path: Path) -> Path:
+    """``summary.csv`` → ``summary-members.csv`` (next to it)."""
+    path = Path(path)
+    return path.with_name(path.stem + "-members.csv")
+
+
+def write_sweep_csv(sweep, path: Path) -> tuple[int, int, Path]:
+    """``path``: one row per cell (axis values, seeds, finished, mean/std/fraction ≥
+    threshold of the final train and validation accuracy, threshold); next to it
+    ``<stem>-members.csv``: one row per member (its final update's values).
+    Returns (cells, members, members path).  Blank cells where there is no value."""
+    keys = [a.key for a in sweep.axes]
+    rows = sweep.summary()
+    mpath = members_csv_path(path)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(keys + ["seeds", "finished", "train_mean", "train_std", "train_frac",
+                           "val_mean", "val_std", "val_frac", "threshold"])
+        for r in rows:
+            tr, va = r["train"], r["val"] or {}
+            w.writerow([_value(v) for v in r["cell"]] + [r["seeds"], r["finished"]]
+                       + [_num(tr.get(k)) for k in ("mean", "std", "frac")]
+                       + [_num(va.get(k)) for k in ("mean", "std", "frac")]
+                       + [repr(sweep.threshold)])
+    with open(mpath, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["member"] + keys + ["seed", "state", "step", "loss_dynamical", "loss_ce",
+                                        "train_accuracy", "val_accuracy"])
+        for m in sweep.members:
+            raw = m.run.raw_state()
+            state = m.run.state().get("state", "unknown") if raw else "pending"
+            last, ev = m.run.last_row(), m.run.last_row("eval")
+            step = str(int(last["step"])) if "step" in last else ""
+            w.writerow([m.id] + [_value(v) for v in m.cell] + [m.seed, state, step]
+                       + [_num(last.get(k)) for k in ("loss_dynamical", "loss_ce", "accuracy")]
+                       + [_num(ev.get("val_accuracy"))])
+    return len(rows), len(sweep.members), mpath

@@ -2,13 +2,16 @@
 
 One column of panels against the update: Γ_i(t), F, F(t−1) − F(t), accuracy,
 Hessian λ_max (with the 2/η line) and NTK λ_max — the last two only when the run
-computed them.  matplotlib is an optional extra (``pip install 'dlf-tui[plot]'``).
-No torch.
+computed them.  ``export SWEEP --png``: heatmaps of a sweep's mean final
+accuracy per cell (``write_sweep_png``).  matplotlib is an optional extra
+(``pip install 'dlf-tui[plot]'``).  No torch.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Any
 
 from . import runs
 
@@ -130,3 +133,108 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
     finally:
         plt.close(fig)
     return len(panels)
+
+
+# ---------------------------------------------------------------------------
+# Sweeps: ``dlf-tui export SWEEP --png FILE``
+# ---------------------------------------------------------------------------
+
+MAX_HEATMAPS = 12
+
+
+def sweep_layout(sweep) -> tuple[int | None, int | None, list[tuple[tuple[int, Any], ...]]]:
+    """(x axis index, y axis index, heatmaps): x is the sweep's first axis with more
+    than one value, y its second (None when there are fewer); each heatmap is one
+    combination of the values of the further multi-valued axes ((index, value), ...)."""
+    multi = [i for i, a in enumerate(sweep.axes) if len(a.values) > 1]
+    xi = multi[0] if multi else None
+    yi = multi[1] if len(multi) > 1 else None
+    rest = multi[2:]
+    combos = [tuple(zip(rest, vals)) for vals in
+              itertools.product(*(sweep.axes[i].values for i in rest))]
+    return xi, yi, combos
+
+
+def write_sweep_png(sweep, path: Path) -> int:
+    """Heatmaps of the mean final accuracy per cell (annotated mean ± std and the
+    fraction of seeds ≥ threshold, as k/n): train, and validation as a second panel when
+    members have it; one row of panels per combination of the axes beyond the
+    first two.  Returns the number of panels."""
+    import numpy as np
+
+    from .sweep_headless import above, show
+
+    xi, yi, combos = sweep_layout(sweep)
+    if len(combos) > MAX_HEATMAPS:
+        raise FigureError(f"{sweep.id}: {len(combos)} combinations of the axes beyond the first two: "
+                          f"at most {MAX_HEATMAPS} rows of heatmaps")
+    rows = {r["cell"]: r for r in sweep.summary()}
+    if not any(r["train"]["n"] for r in rows.values()):
+        raise runs.RunError(f"{sweep.id}: no member has metrics yet")
+    plt = _matplotlib()
+    from matplotlib.colors import Normalize
+
+    kinds = ["train"] + (["val"] if any(r["val"] for r in rows.values()) else [])
+    xs = sweep.axes[xi].values if xi is not None else (None,)
+    ys = sweep.axes[yi].values if yi is not None else (None,)
+    base = [a.values[0] for a in sweep.axes]
+
+    def cell(x, y, combo) -> tuple:
+        c = list(base)
+        if xi is not None:
+            c[xi] = x
+        if yi is not None:
+            c[yi] = y
+        for i, v in combo:
+            c[i] = v
+        return tuple(c)
+
+    pw, ph = max(3.2, 1.05 * len(xs) + 1.6), max(1.6, 0.62 * len(ys) + 1.3)
+    fig, axes = plt.subplots(len(combos), len(kinds), squeeze=False, layout="constrained",
+                             figsize=(pw * len(kinds) + 1.0, ph * len(combos) + 0.6))
+    norm = Normalize(0.0, 1.0)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # grey: a cell without data
+    fs = max(5.0, min(9.0, 48.0 / max(len(xs), 1)))
+    thr = sweep.threshold
+    image = None
+    for row, combo in enumerate(combos):
+        for col, kind in enumerate(kinds):
+            ax = axes[row, col]
+            mean = np.full((len(ys), len(xs)), np.nan)
+            for j, y in enumerate(ys):
+                for i, x in enumerate(xs):
+                    r = rows.get(cell(x, y, combo))
+                    s = r and r[kind]
+                    text = "no data"
+                    if s and s["n"]:
+                        mean[j, i] = s["mean"]
+                        text = f"{s['mean']:.3f} ± {s['std']:.3f}\n{above(s)} ≥ {thr:g}"
+                    colour = "k" if np.isfinite(mean[j, i]) and mean[j, i] > 0.6 else "w"
+                    if not np.isfinite(mean[j, i]):
+                        colour = "0.3"
+                    ax.text(i, j, text, ha="center", va="center", fontsize=fs, color=colour)
+            image = ax.imshow(np.ma.masked_invalid(mean), cmap=cmap, norm=norm, aspect="auto",
+                              origin="lower")
+            ax.set_xticks(range(len(xs)), [show(x) for x in xs] if xi is not None else [""])
+            ax.set_yticks(range(len(ys)), [show(y) for y in ys] if yi is not None else [""])
+            if xi is not None:
+                ax.set_xlabel(sweep.axes[xi].key, fontsize=8)
+            if yi is not None:
+                ax.set_ylabel(sweep.axes[yi].key, fontsize=8)
+            title = "final train accuracy" if kind == "train" else "final validation accuracy"
+            if combo:
+                title += "\n" + " ".join(f"{sweep.axes[i].short}={show(v)}" for i, v in combo)
+            ax.set_title(title, fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="mean final accuracy", shrink=0.9)
+    done = sum(r["finished"] for r in rows.values())
+    title = (f"{sweep.id}\n{sweep.preset}: {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) != 1)} "
+             f"per cell, threshold {thr:g}")
+    if done < len(sweep.members):
+        title += f"  ({done}/{len(sweep.members)} members finished)"
+    fig.suptitle(title, fontsize=9)
+    try:
+        fig.savefig(path, dpi=130)
+    finally:
+        plt.close(fig)
+    return len(combos) * len(kinds)

@@ -85,10 +85,10 @@ class _Follower:
                 print(text, flush=True)
 
 
-def run_headless(run: runs.Run, resume: bool = False) -> int:
+def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1) -> int:
     console = Console(stderr=False)
     tty = sys.stdout.isatty()
-    proc = runs.spawn_engine(run, resume=resume)
+    proc = runs.spawn_engine(run, resume=resume, nproc=nproc)
     try:
         runs.wait_until_listening(run, proc)
         client = Client.connect(run.path)

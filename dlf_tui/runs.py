@@ -9,6 +9,8 @@
 - ``diag.bin``      one row per landscape diagnostic (Hessian/NTK λ_max), ``diag.json``
 - ``events.jsonl``  every parameter change, pause, checkpoint, error, with its step
 - ``checkpoints/``, ``engine.log``, ``control.sock`` (0600, while the engine runs)
+- with ``--nproc N``: ``engine-rank<R>.log`` and ``rank-<R>.json`` of each rank
+  (``engine/distributed.py``)
 
 Series files are append-only fixed-size records: a reader ignores a torn last
 record (a write cut by ``kill -9``), so every flushed row stays readable.
@@ -28,6 +30,8 @@ STATE = "state.json"
 EVENTS = "events.jsonl"
 SOCKET = "control.sock"
 LOG = "engine.log"
+RANK_LOG = "engine-rank{rank}.log"  # ranks 1 … N−1 of a run across N processes
+RENDEZVOUS = "rendezvous.store"  # where the N processes meet (a torch FileStore)
 CHECKPOINTS = "checkpoints"
 LIVE_STATES = ("starting", "running", "paused", "stopping")
 
@@ -310,15 +314,18 @@ def create_run(cfg, runs_dir: Path) -> Run:
     return Run(path)
 
 
-def spawn_engine(run: Run, resume: bool = False):
+def spawn_engine(run: Run, resume: bool = False, nproc: int = 1):
     """Start ``python -m dlf_tui.engine RUN_DIR`` in its own session (a closed
-    terminal or TUI never stops it); its output goes to ``engine.log``."""
+    terminal or TUI never stops it); its output goes to ``engine.log``.  With
+    ``nproc`` > 1 it is rank 0 of a data-parallel run and starts the other ranks."""
     import subprocess
     import sys
 
     args = [sys.executable, "-m", "dlf_tui.engine", str(run.path)]
     if resume:
         args.append("--resume")
+    if nproc != 1:
+        args += ["--nproc", str(nproc)]
     with open(run.file(LOG), "ab") as logf:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                 start_new_session=True, close_fds=True)

@@ -104,7 +104,8 @@ class Plan:
     members: tuple[tuple[str, tuple, int, config.Config], ...]  # (id, cell values, seed, config)
 
 
-def _slug(value: Any) -> str:
+def slug(value: Any) -> str:
+    """A short label for an axis value (file names, tables, heatmap ticks)."""
     if isinstance(value, (list, tuple)):
         return "x".join(map(str, value))
     if isinstance(value, float):
@@ -145,7 +146,7 @@ def plan(base: config.Config, sets: list[str] | tuple[str, ...] = (), seeds: int
             config._check_whole(cfg)
         except config.ConfigError as err:
             raise config.ConfigError(f"cell {cell_label(tuple(axes.values()), cell)}: {err}") from None
-        tag = "-".join(f"{a.short}{_slug(v)}" for a, v in zip(axes.values(), cell))
+        tag = "-".join(f"{a.short}{slug(v)}" for a, v in zip(axes.values(), cell))
         for s in seed_list:
             mid = f"m{len(members):04d}" + (f"-{tag}" if tag else "") + f"-s{s}"
             members.append((mid[:100], tuple(cell), s,
@@ -154,7 +155,8 @@ def plan(base: config.Config, sets: list[str] | tuple[str, ...] = (), seeds: int
 
 
 def cell_label(axes: tuple[Axis, ...], cell: tuple) -> str:
-    return " ".join(f"{a.short}={_slug(v)}" for a, v in zip(axes, cell)) or "(one cell)"
+    return " ".join(f"{a.short}={slug(v)}" for a, v in zip(axes, cell)) or "(one cell)"
+
 
 
 def create(p: Plan, runs_dir: Path) -> "Sweep":
@@ -170,7 +172,7 @@ def create(p: Plan, runs_dir: Path) -> "Sweep":
             "axes": [{"key": a.key, "values": [list(v) if isinstance(v, tuple) else v
                                                for v in a.values]} for a in p.axes],
             "members": [{"id": mid, "cell": [list(v) if isinstance(v, tuple) else v for v in cell],
-                         "seed": s} for mid, cell, s, _ in p.members],
+                         "seed": s, "steps": cfg.run.steps} for mid, cell, s, cfg in p.members],
         }
         runs.write_json_atomic(path / SWEEP, doc)
     except OSError as err:
@@ -184,6 +186,15 @@ class Member:
     cell: tuple
     seed: int
     run: runs.Run
+    steps: int | None = None  # planned updates (None: read from its config.toml)
+
+    def planned(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        try:
+            return int(self.run.config_doc().get("run", {}).get("steps", 0))
+        except (runs.RunError, TypeError, ValueError):
+            return 0
 
 
 def _freeze(v: Any) -> Any:
@@ -204,7 +215,8 @@ class Sweep:
             self.seeds = tuple(int(s) for s in doc["seeds"])
             self.threshold = float(doc["threshold"])
             self.members = tuple(Member(m["id"], tuple(_freeze(v) for v in m["cell"]),
-                                        int(m["seed"]), runs.Run(self.path / m["id"]))
+                                        int(m["seed"]), runs.Run(self.path / m["id"]),
+                                        int(m["steps"]) if "steps" in m else None)
                                  for m in doc["members"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise runs.RunError(f"{self.path}: not a readable sweep ({type(err).__name__})") from None
@@ -227,6 +239,32 @@ class Sweep:
     def is_live(self) -> bool:
         return self.state().get("state") in runs.LIVE_STATES
 
+    def engine_pid(self) -> int | None:
+        """The sweep engine's pid while it is live, else None (a live state whose
+        process is gone reads "crashed")."""
+        st = self.state()
+        return st.get("pid") if st.get("state") in runs.LIVE_STATES else None
+
+    def stop(self, proc: Any = None) -> int | None:
+        """SIGTERM to the sweep engine (every member checkpoints after the current
+        round).  ``proc``: the engine just started, before it wrote its pid.
+        Returns the pid signalled, or None when no live engine was found."""
+        import os
+        import signal
+
+        pid = self.engine_pid()
+        if pid is None and proc is not None and proc.poll() is None:
+            pid = proc.pid
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            raise runs.RunError(f"{self.id}: not allowed to signal its engine (pid {pid})") from None
+        return pid
+
     def cells(self) -> list[tuple]:
         seen: dict[tuple, None] = {}
         for m in self.members:
@@ -244,10 +282,7 @@ class Sweep:
         done = total = 0
         for m in self.members:
             done += m.run.rows()
-            try:
-                total += int(m.run.config_doc().get("run", {}).get("steps", 0))
-            except runs.RunError:
-                pass
+            total += m.planned()
         return done, total
 
     def summary(self) -> list[dict[str, Any]]:

@@ -158,9 +158,13 @@ def test_process_stops_on_sigterm_and_resumes_to_the_same_numbers(tmp_path):
     assert len(stopped_at) == 1 and 0 < stopped_at.pop() < steps  # all stop after the same round
     for m in sw.members:
         assert m.run.raw_state()["state"] == "stopped"
-    proc = _engine(sw.path, "--resume")
-    assert proc.wait(120) == 0, proc.stderr.read()
+    done = subprocess.run([sys.executable, "-m", "dlf_tui", "resume", str(sw.path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     assert sw.state()["state"] == "finished"
+    again = subprocess.run([sys.executable, "-m", "dlf_tui", "resume", str(sw.path)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and again.stderr.strip().endswith("already finished")
     m = sw.members[3]
     rows = m.run.read()
     assert np.array_equal(rows[:, 0], np.arange(1, steps + 1))  # one row per update, no gap
