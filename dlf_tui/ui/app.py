@@ -29,6 +29,7 @@ from .screens.quit_confirm import QuitScreen
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..sweeps import Sweep
     from .screens.dashboard import DashboardScreen
     from .session import RunSession
 
@@ -60,12 +61,15 @@ class DlfApp(App[None]):
 
     def __init__(self, *, runs_dir: Path, presets_dir: Path | None = None,
                  config: "Config | None" = None, attach: runs.Run | None = None,
-                 ascii_markers: bool = False) -> None:
+                 ascii_markers: bool = False, sweep: "Sweep | None" = None,
+                 compare: "list[runs.Run] | None" = None) -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
         self.presets_dir = presets_dir
         self.initial_config = config
         self.initial_run = attach
+        self.initial_sweep = sweep
+        self.initial_compare = list(compare) if compare else None
         self.monochrome = "NO_COLOR" in os.environ  # per-class series then differ by marker
         self.ascii_markers = ascii_markers
         self.session: RunSession | None = None
@@ -78,6 +82,10 @@ class DlfApp(App[None]):
             self.start_run(self.initial_config)
         elif self.initial_run is not None:
             self.open_run(self.initial_run)
+        elif self.initial_sweep is not None:
+            self.open_sweep(self.initial_sweep)
+        elif self.initial_compare is not None:
+            self.open_compare(self.initial_compare)
         else:
             self.push_screen(PickerScreen(self.runs_dir, self.presets_dir))
 
@@ -132,9 +140,37 @@ class DlfApp(App[None]):
         self.call_after_refresh(self._pump, self.session, self.dashboard)
 
     def _new_dashboard(self, session: "RunSession | None") -> "DashboardScreen":
+        return _dashboard_cls()(session, self.chart_style())
+
+    def chart_style(self):
         from .widgets.chart import Style
 
-        return _dashboard_cls()(session, Style(no_color=self.monochrome, ascii=self.ascii_markers))
+        return Style(no_color=self.monochrome, ascii=self.ascii_markers)
+
+    def open_sweep(self, sweep: "Sweep") -> None:
+        """The sweep view: live heatmap and summary of ``sweep`` (its engine runs apart)."""
+        from .screens.sweep import SweepScreen
+
+        self._close_session()
+        self._show(SweepScreen(sweep, self.chart_style()))
+
+    def open_compare(self, rs: "list[runs.Run]", title: str = "") -> None:
+        """Overlay ``rs`` on the compare view (over the current screen; Escape returns)."""
+        from .screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(list(rs), self.chart_style(), title=title))
+
+    def action_compare_picker(self) -> None:
+        """Choose runs to overlay with the one on the dashboard."""
+        from .screens.compare import ComparePicker
+
+        current = self.session.run if self.session is not None else None
+
+        def chosen(picked: "list[runs.Run] | None") -> None:
+            if picked:
+                self.open_compare(([current] if current is not None else []) + picked)
+
+        self.push_screen(ComparePicker(current, self.runs_dir), chosen)
 
     def _close_session(self) -> None:
         self.workers.cancel_group(self, "pump")
@@ -213,7 +249,7 @@ class DlfApp(App[None]):
 
             self.push_screen(QuitScreen(run.id), early)
             return
-        if s is None or not s.live or not _is_dashboard(self.screen):
+        if s is None or not s.live or not any(map(_is_dashboard, self.screen_stack)):
             self.exit(return_code=0)
             return
 
@@ -232,16 +268,18 @@ class DlfApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Keys (help)", "?: every key and what it does", self.action_help)
-        if _is_dashboard(screen):
-            for title, help_text, action in screen.COMMANDS:
-                yield SystemCommand(title, help_text, partial(screen.run_action, action))
+        # PALETTE, not COMMANDS: Textual reads Screen.COMMANDS as provider classes
+        for title, help_text, action in getattr(screen, "PALETTE", ()):
+            yield SystemCommand(title, help_text, partial(screen.run_action, action))
 
 
 def run_app(*, runs_dir: Path, presets_dir: Path | None = None, config: "Config | None" = None,
-            attach: "runs.Run | None" = None, ascii_markers: bool = False) -> int:
-    """Open the TUI: the picker, or a new run from ``config``, or ``attach``.
+            attach: "runs.Run | None" = None, ascii_markers: bool = False,
+            sweep: "Sweep | None" = None, compare: "list[runs.Run] | None" = None) -> int:
+    """Open the TUI: the picker, or a new run from ``config``, or ``attach``, or
+    the sweep view of ``sweep``, or ``compare`` (runs overlaid).
     Returns the exit code (0, or 1 when a run could not start / stop)."""
     app = DlfApp(runs_dir=runs_dir, presets_dir=presets_dir, config=config, attach=attach,
-                 ascii_markers=ascii_markers)
+                 ascii_markers=ascii_markers, sweep=sweep, compare=compare)
     app.run()
     return int(app.return_code or 0)

@@ -15,14 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import protocol, runs
+from .. import protocol, runs, sweeps
 from ..client import Client, ClientError
 from . import messages as M
-from .history import RunHistory
+from .history import DROP, RunHistory
 from .timeline import Timeline
 
 Post = Callable[[Any], Any]
 READ_BLOCK = 1 << 15  # rows per disk read while catching up (keeps memory flat)
+DISK_POLL_S = 0.5  # how often a run without a socket (a sweep member) is re-read from disk
+ENDED_STATES = ("finished", "stopped", "crashed", "diverged")
 EVENT_LEVELS = {"error": "error", "crashed": "error", "refused": "warning", "warning": "warning"}
 
 
@@ -51,9 +53,13 @@ class Pending:
 
 
 class RunSession:
-    def __init__(self, run: runs.Run, proc: Any = None) -> None:
+    def __init__(self, run: runs.Run, proc: Any = None,
+                 keep: dict[str, tuple[str, ...]] | None = None) -> None:
         self.run = run
         self.proc = proc  # the engine's Popen when this TUI spawned it
+        # read from disk only these columns of each series (the compare view holds up
+        # to 32 runs); None: every column
+        self.keep = keep
         self.history = RunHistory()
         self.timeline = Timeline.start(1, 1)
         self.config: dict[str, Any] = {}
@@ -70,6 +76,9 @@ class RunSession:
         self._lock = threading.Lock()  # guards client/_pending/sent
         self._pending: dict[int, Pending] = {}
         self._disk_events: set[tuple[int, str]] = set()
+        self._events_read = 0  # lines of events.jsonl already posted
+        self._rate_ref: tuple[float, int] | None = None  # (time, step) of the last disk poll
+        self._disk_rate = 0.0
         # Coalescing: a fast engine sends ~50 chunks/s; the UI needs one nudge
         # per redraw, not one message per chunk (it reads the data from here).
         self._data_posted = False
@@ -118,6 +127,10 @@ class RunSession:
 
     # -- the pump (event-pump thread) ---------------------------------------------------------
     def pump(self, post: Post, cancelled: Callable[[], bool]) -> None:
+        if self.proc is None and self.is_member() and not self.run.file(runs.SOCKET).exists():
+            if not self._follow_disk(post, cancelled):
+                return
+            # a sequential sweep started this member's own engine (with a socket): connect
         first = True
         waited = False
         while not cancelled():
@@ -209,17 +222,27 @@ class RunSession:
         if series not in self.history.series:
             return
         have = self.history.count(series)
+        pick = None
+        if self.keep is not None:
+            on_disk = self.run.columns(series)
+            held = [c for c in self.history.columns[series] if c != DROP]
+            pick = [on_disk.index(c) for c in held]
         while have < upto:
             stop = min(upto, have + READ_BLOCK)
             block = self.run.read(series, have, stop)
             if block.size == 0:
                 break
+            if pick is not None:
+                block = block[:, pick]
             self.history.add(series, have, block)
             have += block.shape[0]
             time.sleep(0.001)  # let the UI thread paint between blocks (the GIL)
 
     def _load_events(self, post: Post) -> None:
-        for ev in self.run.events():
+        """Post the events of events.jsonl not posted yet."""
+        evs = self.run.events()
+        new, self._events_read = evs[self._events_read:], len(evs)
+        for ev in new:
             step = int(ev.get("step", 0) or 0)
             kind = str(ev.get("kind", "?"))
             message = str(ev.get("message", ""))
@@ -280,26 +303,113 @@ class RunSession:
         post(M.StateChanged(self.state, self.step, self.total, 0.0, self.reason))
         post(M.RunEnded(self.state, self.reason))
 
-    def _open_from_disk(self, post: Post, why: str = "") -> None:
-        """A finished / crashed / unreachable run: everything from disk, read-only."""
+    def _open_from_disk(self, post: Post, why: str = "", ended: bool = True) -> None:
+        """A finished / crashed / unreachable run: everything from disk, read-only
+        (``ended`` False: a sweep member still training, followed by ``poll_disk``)."""
+        self.load_disk(why)
+        post(M.RunStarted(live=False))
+        for series in list(self.history.series):
+            self._catch_up(series, self.run.rows(series))
+        self._load_events(post)
+        self._params_from_disk()
+        post(M.HistoryLoaded(self.history.rows, self.history.eval_rows))
+        post(M.StateChanged(self.state, self.step, self.total, self.rate, self.reason))
+        if ended:
+            post(M.RunEnded(self.state, self.reason))
+
+    def load_disk(self, why: str = "") -> None:
+        """Config, state and columns from the run directory (no rows yet; no messages)."""
         self.live = False
         try:
             self.config = self.run.config_doc()
         except runs.RunError:
             self.config = {}
-        st = self.run.state()
-        self.state = str(st.get("state", "unknown"))
-        self.reason = str(st.get("reason", "")) or why
+        st = self._state_from_disk(why)
         self.device = str(st.get("device", self.config.get("run", {}).get("device", "")))
-        self.total = int(st.get("total") or self.config.get("run", {}).get("steps", 0) or 0)
-        self.history.setup(self.run.columns("metrics"), self.run.columns("eval"),
-                           self.run.columns("diag"))
+        self.history.setup(*(self._disk_columns(s) for s in ("metrics", "eval", "diag")))
         period = int(self.config.get("schedule", {}).get("period", 1) or 1)
         self.timeline = Timeline.start(period, self.classes)
-        post(M.RunStarted(live=False))
+
+    def _state_from_disk(self, why: str = "") -> dict[str, Any]:
+        st = self.run.state()
+        if not self.run.raw_state() and self.is_member():  # the sweep engine has not reached it
+            st = {"state": "pending", "reason": "not started by the sweep engine yet"}
+        self.state = str(st.get("state", "unknown"))
+        self.reason = str(st.get("reason", "")) or why
+        self.total = int(st.get("total") or self.config.get("run", {}).get("steps", 0) or 0)
+        rate = st.get("rate") if self.state == "running" else 0.0
+        self.rate = float(rate) if isinstance(rate, (int, float)) else 0.0
+        self.step = max(self.history.last_step(), int(st.get("step", 0) or 0))
+        return st
+
+    def poll_disk(self) -> bool:
+        """Read the rows appended since the last read (and columns that appeared:
+        a member's files are made when its engine starts); True if any arrived."""
+        before = self.history.version
+        cols = [self._disk_columns(s) for s in ("metrics", "eval", "diag")]
+        held = [[c for c in self.history.columns[s] if c != DROP] for s in ("metrics", "eval", "diag")]
+        if cols != held:
+            self.history.setup(*cols)
         for series in list(self.history.series):
             self._catch_up(series, self.run.rows(series))
-        self._load_events(post)
+        self._state_from_disk()
+        now, step = time.monotonic(), self.history.last_step()
+        if self.state == "running" and self.rate <= 0 and self._rate_ref is not None:
+            t0, s0 = self._rate_ref  # a member's state.json has no rate: rows per second
+            inst = (step - s0) / (now - t0) if now > t0 else 0.0
+            self._disk_rate = inst if self._disk_rate <= 0 else 0.7 * self._disk_rate + 0.3 * inst
+            self.rate = self._disk_rate
+        self._rate_ref = (now, step)
+        return self.history.version != before
+
+    def _disk_columns(self, series: str) -> list[str]:
+        cols = self.run.columns(series)
+        if self.keep is None:
+            return cols
+        want = self.keep.get(series, ())
+        kept = [c for c in cols if c in want]
+        if series == "metrics" and kept and "loss_dynamical" not in kept:
+            return []  # the history derives F(t-1)-F(t) from it: it must be kept
+        return kept if kept[:1] == ["step"] else []
+
+    def is_member(self) -> bool:
+        """A member of a sweep (its directory is inside a sweep directory)."""
+        return sweeps.is_sweep(self.run.path.parent)
+
+    def member_live(self) -> bool:
+        """A member still trains while its sweep engine runs and it has not ended
+        (also before its first row: a pending member has no state yet)."""
+        if self.run.is_live():
+            return True
+        own = self.run.raw_state().get("state")
+        return own not in ENDED_STATES and runs.Run(self.run.path.parent).is_live()
+
+    def _follow_disk(self, post: Post, cancelled: Callable[[], bool]) -> bool:
+        """A sweep member without a socket (the sweep engine trains it in its own
+        process): read-only, its files re-read every ``DISK_POLL_S``.  Returns True
+        when the member got a socket of its own (a sequential sweep) to connect to."""
+        self._open_from_disk(post, ended=False)
+        sweep_id = self.run.path.parent.name
+        post(M.EventLogged(0, "ui", f"member of sweep {sweep_id}: following its files "
+                                    "(read-only; the sweep engine trains it)"))
+        shown = (self.state, self.reason)
+        while not cancelled() and self.member_live():
+            time.sleep(DISK_POLL_S)
+            if self.run.file(runs.SOCKET).exists():
+                return True
+            if self.poll_disk() and not self._data_posted:
+                self._data_posted = True
+                post(M.MetricsArrived(0, self.history.rows))
+            self._load_events(post)
+            if (self.state, self.reason) != shown:
+                shown = (self.state, self.reason)
+                post(M.StateChanged(self.state, self.step, self.total, self.rate, self.reason))
+        if not cancelled():
+            self._load_events(post)
+            self._finish(post)
+        return False
+
+    def _params_from_disk(self) -> None:
         last = self.history.last()
         sched, optim = self.config.get("schedule", {}), self.config.get("optim", {})
         self.params = {"amplitude": sched.get("amplitude"), "period": sched.get("period"),
@@ -308,7 +418,4 @@ class RunSession:
             self.params.update({k: v for k, v in m.changes.items() if k in self.params})
         if "amplitude" in last:
             self.params["amplitude_now"] = last["amplitude"]
-        self.step = self.history.last_step() or int(st.get("step", 0) or 0)
-        post(M.HistoryLoaded(self.history.rows, self.history.eval_rows))
-        post(M.StateChanged(self.state, self.step, self.total, 0.0, self.reason))
-        post(M.RunEnded(self.state, self.reason))
+        self.step = self.history.last_step() or self.step

@@ -75,11 +75,15 @@ class DashboardScreen(Screen):
         Binding("l", "toggle_log", "Log-y"),
         Binding("v", "events", "Events"),
         Binding("z", "zoom", "Zoom chart"),
+        Binding("o", "app.compare_picker", "Compare"),
+        Binding("k", "class_view", "Classes"),
+        Binding("left_square_bracket", "class_page(-1)", "Classes◂", key_display="["),
+        Binding("right_square_bracket", "class_page(1)", "Classes▸", key_display="]"),
         Binding("escape", "leave_input", "Leave field", show=False),
     ]
 
     # (title, help, action) for the command palette; the keys above do the same
-    COMMANDS = [
+    PALETTE = [
         ("Pause / resume the run", "space: pause after this update, or resume", "pause_resume"),
         ("Increase amplitude A", f"+: multiply A by {NUDGE}", "nudge('amplitude', 1)"),
         ("Decrease amplitude A", f"-: divide A by {NUDGE} (not below 1)", "nudge('amplitude', 0)"),
@@ -95,6 +99,11 @@ class DashboardScreen(Screen):
         ("Toggle log-y loss", "l: log or linear y for the loss chart", "toggle_log"),
         ("Show the event log", "v: maximise / restore the event log", "events"),
         ("Zoom a chart", "z: fill the screen with one chart, then the next; Esc restores", "zoom"),
+        ("Compare with other runs…", "o: choose runs to overlay with this one (same charts)",
+         "app.compare_picker"),
+        ("Cycle accuracy classes", "k: with over 10 classes, chart the worst / best / by index", "class_view"),
+        ("Previous accuracy classes", "[: the previous classes of the accuracy chart's view", "class_page(-1)"),
+        ("Next accuracy classes", "]: the next classes of the accuracy chart's view", "class_page(1)"),
     ]
 
     def __init__(self, session: RunSession | None, style: Style, **kw: Any) -> None:
@@ -399,6 +408,19 @@ class DashboardScreen(Screen):
         self.minimize()
         self.query_one("#sharpness").styles.clear_rule("display")  # back to what the CSS says
         self.dirty = True
+
+    def action_class_view(self) -> None:
+        self._classes_changed(self.query_one(AccuracyChart).cycle_view())
+
+    def action_class_page(self, step: int) -> None:
+        self._classes_changed(self.query_one(AccuracyChart).page(step) or "")
+
+    def _classes_changed(self, message: str) -> None:
+        """After `k`, `[` or `]`: say so and redraw the accuracy chart alone (with
+        100 classes the Γ chart alone costs more than a key press should)."""
+        self.query_one(Controls).message(message)
+        if self.session is not None:
+            self.query_one(AccuracyChart).draw(self.context())
 
     def action_events(self) -> None:
         if self.maximized is not None:

@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 
 from ... import config as cfgmod
 from ... import presets as presetsmod
-from ... import runs
+from ... import runs, sweeps
 from .. import fmt
 from ..widgets.footer import StableFooter
 
@@ -106,7 +106,7 @@ class PickerScreen(Screen):
         self.presets_dir = presets_dir
         self.presets: list[presetsmod.Preset] = []
         self.loaded: dict[str, cfgmod.Config | str] = {}
-        self.live_runs: list[runs.Run] = []
+        self.live_runs: list[runs.Run | sweeps.Sweep] = []  # live runs and live sweeps
         self.selected: presetsmod.Preset | None = None
 
     @property
@@ -196,7 +196,13 @@ class PickerScreen(Screen):
     def _run_chosen(self, event: OptionList.OptionSelected) -> None:
         idx = event.option_index
         if 0 <= idx < len(self.live_runs):
-            self.dlf.open_run(self.live_runs[idx])
+            self.open_live(self.live_runs[idx])
+
+    def open_live(self, item: "runs.Run | sweeps.Sweep") -> None:
+        if isinstance(item, sweeps.Sweep):
+            self.dlf.open_sweep(item)
+        else:
+            self.dlf.open_run(item)
 
     @on(Input.Changed)
     def _field_changed(self, event: Input.Changed) -> None:
@@ -238,7 +244,7 @@ class PickerScreen(Screen):
         if self.focused is self.query_one("#run-list"):
             ol = self.query_one("#run-list", OptionList)
             if ol.highlighted is not None and ol.highlighted < len(self.live_runs):
-                self.dlf.open_run(self.live_runs[ol.highlighted])
+                self.open_live(self.live_runs[ol.highlighted])
             return
         try:
             cfg = self.build_config()
@@ -254,8 +260,10 @@ class PickerScreen(Screen):
 
     # -- live runs -----------------------------------------------------------------------
     def refresh_runs(self) -> None:
-        found = [r for r in runs.list_runs(self.runs_dir)[-200:] if r.is_live()]
-        found.reverse()  # newest first
+        found: list[runs.Run | sweeps.Sweep] = [
+            r for r in runs.list_runs(self.runs_dir)[-200:] if r.is_live()]
+        found += self.live_sweeps()
+        found.sort(key=lambda r: r.id, reverse=True)  # newest first
         ol = self.query_one("#run-list", OptionList)
         if [r.id for r in found] == [r.id for r in self.live_runs] and found:
             return
@@ -265,10 +273,32 @@ class PickerScreen(Screen):
             ol.add_option(Option(Text("none running", style="dim"), disabled=True))
             return
         for r in found:
+            if isinstance(r, sweeps.Sweep):
+                st = r.state()
+                done, total = st.get("done", 0), st.get("total", 0)
+                pct = f"{100 * done / total:.0f}%" if total else ""
+                ol.add_option(Option(Text.assemble(r.id, (f"  sweep {st.get('state', '?')} "
+                                                          f"{len(r.members)} members {pct}", "dim"))))
+                continue
             s = r.summary()
             ol.add_option(Option(Text.assemble(r.id, (f"  {s['state']} {fmt.count(s['step'])}/"
                                                       f"{fmt.count(s['total'])}", "dim"))))
         ol.highlighted = 0
+
+    def live_sweeps(self) -> list[sweeps.Sweep]:
+        """Live sweeps (their state first: a sweep.json can list thousands of members)."""
+        try:
+            dirs = sorted(p for p in self.runs_dir.iterdir() if sweeps.is_sweep(p))[-50:]
+        except OSError:
+            return []
+        out = []
+        for p in dirs:
+            if runs.Run(p).is_live():
+                try:
+                    out.append(sweeps.Sweep(p))
+                except runs.RunError:
+                    continue
+        return out
 
     def action_refresh_runs(self) -> None:
         self.refresh_runs()

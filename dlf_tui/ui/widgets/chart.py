@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import plotext._utility as _ptu
 from rich.color import Color
 from rich.style import Style as RichStyle
 from rich.segment import Segment
@@ -166,7 +167,7 @@ class Chart(PlotextPlot):
         with np.errstate(invalid="ignore"):
             spread = hi - lo
             full = np.nanmax(hi) - np.nanmin(lo) if np.any(~np.isnan(hi)) else 0.0
-        if full > 0 and np.nanmedian(spread) > BAND * full:
+        if full > 0 and nan_median(spread) > BAND * full:
             self.line(view.x, mn, marker, color, floor, scatter=True)
             self.line(view.x, mx, marker, color, floor, scatter=True)
         else:
@@ -244,6 +245,17 @@ class Chart(PlotextPlot):
         return strips[y] if 0 <= y < len(strips) else Strip.blank(self.size.width)
 
 
+def nan_median(v: np.ndarray) -> float:
+    """``np.nanmedian`` of a 1-D array, bit for bit, without its overhead (a
+    chart asks once per series per draw)."""
+    v = np.sort(v[~np.isnan(v)])
+    n = len(v)
+    if n == 0:
+        return float("nan")
+    h = n // 2
+    return float(v[h]) if n % 2 else float((v[h - 1] + v[h]) / 2)
+
+
 def _message_strips(message: str, w: int, h: int) -> list[Strip]:
     """A dim message, centred, as strips."""
     lines = message.split("\n")
@@ -300,3 +312,69 @@ def _rich_style(fg, style, bg) -> RichStyle | None:
             rs = None
         _STYLES[key] = rs
     return _STYLES[key]
+
+
+# -- plotext fast paths ------------------------------------------------------------------
+# Two of plotext's per-point helpers cost most of a chart's build: ``hd_group``
+# (points → braille cells) and ``get_matrix_data`` (values → canvas
+# coordinates).  These do the same arithmetic with a dict of bit masks and
+# numpy, return exactly what plotext's own functions return, and hand anything
+# unusual (NaN, strings, mixed marker sizes) back to plotext's originals.
+# tests/test_ui_accuracy.py compares them with plotext on random input and a
+# whole chart rendered both ways.
+
+PLOTEXT_ORIGINALS = {"hd_group": _ptu.hd_group, "get_matrix_data": _ptu.get_matrix_data}
+_MASK_TUPLES: dict[tuple[int, int], tuple[int, ...]] = {}
+
+
+def fast_hd_group(x: list, y: list, xf: list, yf: list):
+    """plotext's ``hd_group``: the cells hit by sub-cell points, in order of
+    first hit, and each cell's dot pattern (a tuple of 0/1, bottom row first)."""
+    n = len(x)
+    if n == 0 or len(y) != n or len(xf) != n or len(yf) != n:
+        return PLOTEXT_ORIGINALS["hd_group"](x, y, xf, yf)
+    fx, fy = xf[0], yf[0]
+    if xf.count(fx) != n or yf.count(fy) != n:
+        return PLOTEXT_ORIGINALS["hd_group"](x, y, xf, yf)
+    cells: dict[tuple[int, int], int] = {}
+    get = cells.get
+    for xi, yi in zip(x, y):
+        if type(xi) is not int or type(yi) is not int:
+            return PLOTEXT_ORIGINALS["hd_group"](x, y, xf, yf)
+        key = (xi // fx, yi // fy)
+        cells[key] = get(key, 0) | (1 << ((fy - 1 - yi % fy) * fx + xi % fx))
+    size = fx * fy
+    patterns = []
+    for mask in cells.values():
+        t = _MASK_TUPLES.get((size, mask))
+        if t is None:
+            t = _MASK_TUPLES[(size, mask)] = tuple((mask >> b) & 1 for b in range(size))
+        patterns.append(t)
+    return [k[0] for k in cells], [k[1] for k in cells], patterns
+
+
+_NUMBERS = (float, int)
+
+
+def fast_matrix_data(data: list, lim: list, bins: int) -> list:
+    """plotext's ``get_matrix_data``: floor(round(0.5 + (bins − 1)·(v − lo)/(hi − lo), 8)),
+    with plotext's rounding (halves up), for all values at once."""
+    if len(data) < 8 or not all(type(v) in _NUMBERS for v in data):
+        return PLOTEXT_ORIGINALS["get_matrix_data"](data, lim, bins)
+    lo, hi = lim
+    with np.errstate(all="ignore"):
+        n = (0.5 + (bins - 1) * (np.asarray(data, dtype=np.float64) - lo) / (hi - lo)) * 10 ** 8
+    if not np.all(np.abs(n) < 2.0 ** 52):  # NaN, ±inf, huge: plotext's own way (and errors)
+        return PLOTEXT_ORIGINALS["get_matrix_data"](data, lim, bins)
+    f = np.floor(n)
+    r = np.where(n - f < 0.5, f, np.ceil(n)) * 10 ** (-8)
+    return np.floor(r).astype(np.int64).tolist()
+
+
+def use_fast_plotext(on: bool = True) -> None:
+    """Swap plotext's helpers for the fast ones (on import) or back."""
+    _ptu.hd_group = fast_hd_group if on else PLOTEXT_ORIGINALS["hd_group"]
+    _ptu.get_matrix_data = fast_matrix_data if on else PLOTEXT_ORIGINALS["get_matrix_data"]
+
+
+use_fast_plotext()

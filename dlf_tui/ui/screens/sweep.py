@@ -1,0 +1,382 @@
+"""The sweep view: the phase diagram (mean final accuracy per cell over the
+sweep's first two multi-valued axes) as a live heatmap, and the summary table
+(one row per cell), their cursors in step.  Enter opens the cell's members
+overlaid in the compare view.
+
+A thread worker re-reads the sweep (``Sweep.summary()``, its state) about once
+a second, longer when that is slow, and posts to the UI only when something
+changed.  The sweep engine is a separate process: leaving this view, or the
+TUI, never stops it; ``s`` does (SIGTERM after a confirm: members checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from itertools import product
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Static
+from textual.worker import get_current_worker
+
+from ... import runs, sweeps
+from .. import fmt
+from ..widgets.chart import Style
+from ..widgets.footer import StableFooter
+from ..widgets.heatmap import HeatCell, Heatmap
+from ..widgets.status_bar import STATE_STYLE
+
+if TYPE_CHECKING:
+    from ..app import DlfApp
+
+POLL_S = 1.0
+COMPACT_W, COMPACT_H = 100, 30
+METRICS = ("train", "val")
+METRIC_NAME = {"train": "train accuracy", "val": "held-out accuracy"}
+
+
+def snapshot(sweep: sweeps.Sweep) -> dict[str, Any]:
+    """What the view shows, read from disk (the poll worker calls this)."""
+    state = sweep.state()
+    if "done" in state and "total" in state:  # the engine writes its progress each second
+        done, total = int(state["done"]), int(state["total"])
+    else:
+        done, total = sweep.progress()
+    return {"state": state, "done": done, "total": total, "summary": sweep.summary()}
+
+
+def signature(snap: dict[str, Any]) -> str:
+    """Equal when nothing shown changed (NaN-safe, unlike ==)."""
+    st = snap["state"]
+    return repr((st.get("state"), st.get("mode"), st.get("reason"), snap["done"], snap["total"],
+                 snap["summary"]))
+
+
+def pm(stats: dict[str, Any] | None) -> str:
+    if not stats or not stats.get("n"):
+        return "–"
+    return f"{stats['mean']:.3f}±{stats['std']:.3f}"
+
+
+def hits(stats: dict[str, Any] | None) -> str:
+    if not stats or not stats.get("n"):
+        return "–"
+    return f"{round(stats['frac'] * stats['n'])}/{stats['n']}"
+
+
+class SweepScreen(Screen):
+    is_sweep = True
+    BINDINGS = [
+        Binding("enter", "open_cell", "Open"),
+        Binding("v", "toggle_metric", "Train/val"),
+        Binding("n", "next_slice", "Slice"),
+        Binding("s", "stop", "Stop"),
+    ]
+    # (title, help, action) for the command palette; the keys above do the same
+    PALETTE = [
+        ("Open the cell's runs", "enter: overlay the selected cell's seeds in the compare view",
+         "open_cell"),
+        ("Toggle train / held-out accuracy", "v: which accuracy the heatmap and its colours show",
+         "toggle_metric"),
+        ("Next slice", "n: the next value of the third (and further) axis", "next_slice"),
+        ("Stop the sweep", "s: every member checkpoints and stops (asks first)", "stop"),
+    ]
+
+    def __init__(self, sweep: sweeps.Sweep, style: Style, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.sweep = sweep
+        self.style = style
+        axes = list(sweep.axes)
+        multi = [i for i, a in enumerate(axes) if len(a.values) > 1]
+        # rows: the first axis, columns: the second; a single axis is one row
+        self.row_axis = multi[0] if len(multi) > 1 else None
+        self.col_axis = multi[1] if len(multi) > 1 else (multi[0] if multi else None)
+        self.slice_axes = multi[2:]
+        self.slices = list(product(*(axes[i].values for i in self.slice_axes))) or [()]
+        self.slice = 0
+        self.metric = "train"
+        self.snap: dict[str, Any] | None = None
+        self.seeds_of = Counter(m.cell for m in sweep.members)
+        self.by_cell: dict[tuple, dict[str, Any]] = {}
+        self.updates = 0  # snapshots applied (tests wait on it)
+        self._sig = ""
+
+    @property
+    def dlf(self) -> "DlfApp":
+        return self.app  # type: ignore[return-value]
+
+    # -- layout ------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="sweep-status")
+        yield Heatmap(id="heatmap", monochrome=self.style.no_color)
+        yield DataTable(id="sweep-table", cursor_type="row", zebra_stripes=True)
+        yield StableFooter()
+
+    def on_mount(self) -> None:
+        t = self.query_one(DataTable)
+        axes = self.sweep.axes
+        for i, a in enumerate(axes):
+            if len(a.values) > 1:
+                t.add_column(a.short, key=f"axis{i}")
+        thr = fmt.num(self.sweep.threshold)
+        # done: members finished / seeds; update: the cell's slowest member; accuracies:
+        # mean±std over seeds and how many seeds reached the threshold
+        for key, label in (("finished", "done"), ("step", "update"), ("train", "train"),
+                           ("train_hits", f"≥{thr}"), ("val", "val"), ("val_hits", f"val≥{thr}")):
+            t.add_column(label, key=key)
+        for cell in self.sweep.cells():
+            t.add_row(*self._row(cell, None), key=self._key(cell))
+        self.query_one(Heatmap).border_title = METRIC_NAME[self.metric]
+        self.show_heatmap()
+        self.show_status()
+        self.query_one(Heatmap).focus()
+        self._poll()
+
+    def on_resize(self) -> None:
+        w, h = self.size
+        self.set_class(w < COMPACT_W or h < COMPACT_H, "-compact")
+
+    # -- cells ----------------------------------------------------------------------------
+    def _key(self, cell: tuple) -> str:
+        return self.sweep.label(cell)
+
+    def cell_at(self, row: int, col: int, slice_index: int | None = None) -> tuple:
+        """The sweep cell at heatmap position (row, col) in a slice."""
+        values = []
+        sl = self.slices[self.slice if slice_index is None else slice_index]
+        for i, a in enumerate(self.sweep.axes):
+            if i == self.row_axis:
+                values.append(a.values[row])
+            elif i == self.col_axis:
+                values.append(a.values[col])
+            elif i in self.slice_axes:
+                values.append(sl[self.slice_axes.index(i)])
+            else:
+                values.append(a.values[0])
+        return tuple(values)
+
+    def position(self, cell: tuple) -> tuple[int, int, int]:
+        """(row, col, slice) of a cell on the heatmap."""
+        axes = self.sweep.axes
+        r = axes[self.row_axis].values.index(cell[self.row_axis]) if self.row_axis is not None else 0
+        c = axes[self.col_axis].values.index(cell[self.col_axis]) if self.col_axis is not None else 0
+        sl = tuple(cell[i] for i in self.slice_axes)
+        return r, c, self.slices.index(sl) if sl in self.slices else 0
+
+    def current_cell(self) -> tuple:
+        return self.cell_at(*self.query_one(Heatmap).cursor)
+
+    # -- showing ---------------------------------------------------------------------------
+    def _row(self, cell: tuple, s: dict[str, Any] | None) -> list[Any]:
+        vals = [sweeps.slug(v) for i, v in enumerate(cell) if len(self.sweep.axes[i].values) > 1]
+        if s is None:
+            return [*vals, f"0/{self.seeds_of[cell]}", "0", "–", "–", "–", "–"]
+        return [*vals, f"{s['finished']}/{s['seeds']}", fmt.count(s["step"]),
+                pm(s["train"]), hits(s["train"]), pm(s["val"]), hits(s["val"])]
+
+    def heat_cells(self) -> list[list[HeatCell]]:
+        rows = self.axis_values(self.row_axis)
+        cols = self.axis_values(self.col_axis)
+        out = []
+        for r in range(len(rows)):
+            line = []
+            for c in range(len(cols)):
+                s = self.by_cell.get(self.cell_at(r, c))
+                st = s.get(self.metric) if s else None
+                if not st or not st.get("n"):
+                    line.append(HeatCell(n=0))
+                else:
+                    line.append(HeatCell(st["mean"], st["std"], round(st["frac"] * st["n"]), st["n"]))
+            out.append(line)
+        return out
+
+    def axis_values(self, i: int | None) -> list[str]:
+        if i is None:
+            return [""]
+        return [sweeps.slug(v) for v in self.sweep.axes[i].values]
+
+    def scale(self, cells: list[list[HeatCell]]) -> tuple[float, float]:
+        """The colour range: from a round value at or below the lowest mean, to 1."""
+        vals = [c.mean for line in cells for c in line if c.n and not math.isnan(c.mean)]
+        if not vals:
+            return 0.0, 1.0
+        lo = math.floor(min(vals) * 10) / 10
+        hi = max(1.0, max(vals))
+        return (min(lo, hi - 0.1), hi)
+
+    def show_heatmap(self) -> None:
+        hm = self.query_one(Heatmap)
+        axes = self.sweep.axes
+        cells = self.heat_cells()
+        lo, hi = self.scale(cells)
+        rname = axes[self.row_axis].short if self.row_axis is not None else ""
+        cname = axes[self.col_axis].short if self.col_axis is not None else ""
+        corner = f"{rname}╲{cname}" if rname and cname else cname
+        caption = f"mean ± std, seeds ≥ {fmt.num(self.sweep.threshold)}"
+        if self.metric == "val" and not any(c.n for line in cells for c in line):
+            caption = "no held-out accuracy in this sweep (v: training)"
+        title = METRIC_NAME[self.metric]
+        if self.slice_axes:
+            sl = self.slices[self.slice]
+            title += "  " + " ".join(f"{axes[i].short}={sweeps.slug(v)}"
+                                     for i, v in zip(self.slice_axes, sl))
+            title += f"  (slice {self.slice + 1}/{len(self.slices)}, n: next)"
+        hm.border_title = title
+        hm.set_data(self.axis_values(self.row_axis), self.axis_values(self.col_axis), cells,
+                    corner=corner, caption=caption, lo=lo, hi=hi)
+
+    def show_status(self) -> None:
+        sw = self.sweep
+        t = Text()
+        t.append("sweep ", style="dim")
+        t.append(sw.id, style="bold")
+        t.append(f"  {sw.preset}  ")
+        st = self.snap["state"] if self.snap else sw.state()
+        state = str(st.get("state", "unknown"))
+        t.append(state.upper(), style=STATE_STYLE.get(state, "bold"))
+        if st.get("mode"):
+            t.append(f"  mode {st['mode']}")
+        if self.snap:
+            done, total = self.snap["done"], self.snap["total"]
+            pct = f" ({100 * done / total:.1f} %)" if total else ""
+            t.append(f"  {fmt.count(done)}/{fmt.count(total)} updates{pct}")
+            if state == "running" and isinstance(st.get("rate"), (int, float)) and st["rate"] > 0:
+                t.append(f"  {fmt.rate(st['rate'])}")
+        t.append(f"  {len(sw.members)} members · {len(sw.cells())} cells × {len(sw.seeds)} seeds",
+                 style="dim")
+        t.append(f"  threshold {fmt.num(sw.threshold)}", style="dim")
+        if st.get("reason"):
+            t.append(f"  {st['reason']}", style="red" if state == "crashed" else "dim")
+        self.query_one("#sweep-status", Static).update(t)
+
+    def apply(self, snap: dict[str, Any]) -> None:
+        """A new snapshot from the poll worker (only sent when something changed)."""
+        self.snap = snap
+        self.by_cell = {row["cell"]: row for row in snap["summary"]}
+        t = self.query_one(DataTable)
+        for cell, s in self.by_cell.items():
+            key = self._key(cell)
+            for col, value in zip(t.columns, self._row(cell, s)):
+                try:
+                    if t.get_cell(key, col) != value:
+                        t.update_cell(key, col, value, update_width=True)
+                except Exception:  # noqa: BLE001 - a cell the table does not hold (never expected)
+                    continue
+        self.show_heatmap()
+        self.show_status()
+        self.updates += 1
+
+    # -- polling (a thread worker) ---------------------------------------------------------
+    @work(thread=True, name="sweep-poll", group="sweep-poll", exclusive=True, exit_on_error=False)
+    def _poll(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            t0 = time.monotonic()
+            try:
+                snap = snapshot(self.sweep)
+            except (OSError, ValueError) as err:  # a file replaced under us: next time
+                snap = None
+                self.app.call_from_thread(self.notify, f"cannot read the sweep: {err}",
+                                          severity="warning")
+            if snap is not None:
+                sig = signature(snap)
+                if sig != self._sig:
+                    self._sig = sig
+                    self.app.call_from_thread(self.apply, snap)
+            wait = max(POLL_S, 3 * (time.monotonic() - t0))  # a big sweep: read less often
+            end = time.monotonic() + wait
+            while not worker.is_cancelled and time.monotonic() < end:
+                time.sleep(0.05)
+
+    # -- cursor sync -------------------------------------------------------------------------
+    @on(Heatmap.Moved)
+    def _heatmap_moved(self, event: Heatmap.Moved) -> None:
+        self._table_to(self.cell_at(event.row, event.col))
+
+    def _table_to(self, cell: tuple) -> None:
+        t = self.query_one(DataTable)
+        try:
+            idx = t.get_row_index(self._key(cell))
+        except Exception:  # noqa: BLE001 - not in the table
+            return
+        if t.cursor_row != idx:
+            t.move_cursor(row=idx)
+
+    @on(DataTable.RowHighlighted)
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        cell = self._cell_of_key(event.row_key.value)
+        if cell is None:
+            return
+        r, c, sl = self.position(cell)
+        if sl != self.slice:
+            self.slice = sl
+            self.show_heatmap()
+        self.query_one(Heatmap).set_cursor(r, c)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        cell = self._cell_of_key(event.row_key.value)
+        if cell is not None:
+            self.open_cell(cell)
+
+    def _cell_of_key(self, key: str | None) -> tuple | None:
+        return next((c for c in self.sweep.cells() if self._key(c) == key), None)
+
+    # -- actions -------------------------------------------------------------------------------
+    def action_open_cell(self) -> None:
+        self.open_cell(self.current_cell())
+
+    def open_cell(self, cell: tuple) -> None:
+        from .compare import CompareScreen
+
+        members = self.sweep.members_of(cell)
+        if not members:
+            self.app.bell()
+            return
+        self.app.push_screen(CompareScreen(
+            [m.run for m in members], self.style, labels=[f"seed {m.seed}" for m in members],
+            title=f"{self.sweep.label(cell)}  ({self.sweep.id})"))
+
+    def action_toggle_metric(self) -> None:
+        self.metric = METRICS[(METRICS.index(self.metric) + 1) % len(METRICS)]
+        self.show_heatmap()
+
+    def action_next_slice(self) -> None:
+        if len(self.slices) < 2:
+            self.notify("this sweep has no third axis to slice", severity="information")
+            return
+        self.slice = (self.slice + 1) % len(self.slices)
+        self.show_heatmap()
+        self._table_to(self.current_cell())
+
+    def action_stop(self) -> None:
+        from .quit_confirm import ConfirmScreen
+
+        if self.sweep.engine_pid() is None:
+            state = self.sweep.state().get("state", "unknown")
+            self.notify(f"the sweep is not running ({state})", severity="warning")
+            self.app.bell()
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                if self.sweep.stop() is None:
+                    self.notify("the sweep engine is already gone", severity="warning")
+                    return
+            except runs.RunError as err:
+                self.notify(str(err), severity="error")
+                return
+            self.notify("stopping the sweep: members checkpoint after this round…")
+
+        self.app.push_screen(ConfirmScreen(
+            f"Stop sweep {self.sweep.id}?",
+            "Every member checkpoints after the current round and stops; the sweep "
+            "`dlf-tui resume SWEEP` continues the unfinished members."), done)
