@@ -29,7 +29,6 @@ computed for ensemble members (one run at a time: ``dlf-tui run``).
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import signal
