@@ -16,7 +16,9 @@ update).  The host turns a chunk of rows into F, CE and accuracies at flush time
   kernel compiled at first use (CPU, one hidden layer); ~3× faster again.
 - ``AutogradStep``: any model, mini-batches, SGD with momentum or Adam, image
   data (on-device augmentation + normalisation), bf16 autocast, channels-last,
-  torch.compile.
+  torch.compile; and the one path of a run across several processes
+  (``distributed.py``: each rank computes its share of the batch, DDP sums the
+  gradients, so the update is the single-process update).
 
 ``tests/test_math.py`` and ``tests/test_ckernel.py`` prove they agree (1e-10, float64).
 """
@@ -216,7 +218,8 @@ class AutogradStep(_Base):
     stay in the run's dtype), ``channels_last``, ``compile`` (torch.compile of
     the forward pass + loss + statistics; backward through AOTAutograd)."""
 
-    def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
+    def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int,
+                 group=None):
         super().__init__(cfg, model, data, chunk_rows)
         tr = data.train
         pdtype = next(model.parameters()).dtype
@@ -244,6 +247,23 @@ class AutogradStep(_Base):
         self.params = params
         self.lr = o.lr
         self.B = cfg.data.batch_size
+        # One process trains on everything.  A rank of a distributed run (``group``,
+        # see distributed.py) trains on rows lo:hi of every global batch — the full
+        # batch, or each mini-batch of the permutation all ranks draw alike — with
+        # the loss Σ_rows Γ[y]·CE · world / (global batch size): DDP averages the
+        # ranks' gradients into the gradient of the global mean loss, whatever the
+        # shard sizes.
+        self.group = group
+        self.net = model  # what the training forward runs through (DDP across ranks)
+        self.X, self.Yl, self.Y1 = tr.x, tr.y, self.Y
+        self.loss_scale: float | None = None
+        if group is not None:
+            self.net = group.wrap(model)
+            n = self.B or tr.n
+            self.loss_scale = group.world / n
+            self.lo, self.hi = group.bounds(n)
+            if not self.B:  # full batch: this rank's rows, once
+                self.X, self.Yl, self.Y1 = (t[self.lo: self.hi] for t in (tr.x, tr.y, self.Y))
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.run.seed + 1)
         # augmentation draws from its own stream: the batch order does not depend on it
         self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.run.seed + 2)
@@ -290,12 +310,14 @@ class AutogradStep(_Base):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _logits(self, x: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, r: torch.Tensor | None = None,
+                net: nn.Module | None = None) -> torch.Tensor:
         x = self._inputs(x, r)
+        net = self.model if net is None else net
         if self.amp:
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return self.model(x).to(self.dtype)
-        return self.model(x)
+                return net(x).to(self.dtype)
+        return net(x)
 
     def _forward_stats(self, X: torch.Tensor, Yl: torch.Tensor, Y1: torch.Tensor,
                        idx: torch.Tensor | None, r: torch.Tensor | None,
@@ -306,10 +328,11 @@ class AutogradStep(_Base):
             x, y, Y = X, Yl, Y1
         else:
             x, y, Y = X[idx], Yl[idx], Y1[idx]
-        logits = self._logits(x, r)
+        logits = self._logits(x, r, self.net)
         lp = logits.log_softmax(1)
         lpy = lp.gather(1, y[:, None])[:, 0]
-        loss = -(gam[y] * lpy).mean()
+        loss = (-(gam[y] * lpy).mean() if self.loss_scale is None
+                else -(gam[y] * lpy).sum() * self.loss_scale)
         d = lpy.detach()
         S = torch.stack([d, (logits.detach().argmax(1) == y).to(self.dtype), torch.ones_like(d)])
         return loss, S @ Y
@@ -323,9 +346,13 @@ class AutogradStep(_Base):
         if self.image is not None and self.image.augment:
             n = self.data.train.n if idx is None else self.B
             r = random_ints(n, self.image.pad, self.aug_gen, self.device)
+        if self.group is not None:  # this rank's share of the global batch (and of its draws)
+            if idx is not None:
+                idx = idx[self.lo: self.hi]
+            if r is not None:
+                r = r[self.lo: self.hi]
         self.gam_now.copy_(self.gam_rows[i])  # a fixed input for torch.compile
-        tr = self.data.train
-        loss, stats = self._fwd(tr.x, tr.y, self.Y, idx, r, self.gam_now)
+        loss, stats = self._fwd(self.X, self.Yl, self.Y1, idx, r, self.gam_now)
         self.stat_rows[i].copy_(stats)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -360,10 +387,16 @@ def wants_fused(cfg: Config, data: Dataset) -> bool:
             and cfg.run.amp == "off" and not cfg.run.compile)  # options only autograd has
 
 
-def make(cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int) -> _Base:
+def make(cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int, group=None) -> _Base:
     """The fastest stepper that computes this config exactly: the C kernel (CPU,
-    one hidden layer), else the fused torch step, else autograd."""
+    one hidden layer), else the fused torch step, else autograd.  A rank of a
+    distributed run (``group``) always trains through autograd + DDP."""
     fused = wants_fused(cfg, data)
+    if group is not None:
+        if fused:
+            log.info("fused step not used: %d ranks train through autograd and "
+                     "DistributedDataParallel (the fused steps are single-process)", group.world)
+        return AutogradStep(cfg, model, data, chunk_rows, group=group)
     if fused and data.train.x.device.type == "cpu":
         from . import ckernel  # imported here: ckernel imports this module
 

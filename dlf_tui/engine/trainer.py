@@ -90,19 +90,24 @@ def _per_class_accuracy(correct: np.ndarray, count: np.ndarray) -> np.ndarray:
 
 
 class Engine:
-    def __init__(self, run_dir: Path, resume: bool = False, serve: bool = True):
-        """``serve=False``: no control socket (a sweep member, driven by ``ensemble.py``)."""
+    def __init__(self, run_dir: Path, resume: bool = False, serve: bool = True, dist=None):
+        """``serve=False``: no control socket (a sweep member, driven by ``ensemble.py``).
+        ``dist``: this process is rank 0 of a run across several processes
+        (a ``distributed.Group``; ranks > 0 are ``distributed.Worker``)."""
         self.dir = Path(run_dir)
+        self.dist = dist
         self.run_info = runs.Run(self.dir)
         try:
             self.cfg = cfgmod.load(self.dir / runs.CONFIG)
         except cfgmod.ConfigError as err:
             raise SetupError(str(err)) from None
         cfg = self.cfg
-        self.device = resolve_device(cfg.run.device)
+        self.device = resolve_device(cfg.run.device) if dist is None else dist.device
         self.dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
+        elif dist is not None and self.device.type == "cpu":  # the ranks share the cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world))
         # Subnormal floats (e.g. exp of a very negative log-probability) are up to
         # 100× slower on x86 and change nothing measurable: flush them to zero.
         torch.set_flush_denormal(True)
@@ -113,8 +118,12 @@ class Engine:
         self.C = C
         self.model = models.build(cfg.model, self.data.in_features, C, cfg.run.seed,
                                   self.device, self.dtype)
+        self._eval_split = self.data.val  # held-out rows this process evaluates
+        if dist is not None:
+            self.model = dist.prepare(self.model, cfg, self.data)
+            self._eval_split = dist.shard_split(self.data.val)
         self.chunk_rows = chunk_rows(cfg, self.data)
-        self.stepper = steppers.make(cfg, self.model, self.data, self.chunk_rows)
+        self.stepper = steppers.make(cfg, self.model, self.data, self.chunk_rows, group=dist)
         log.info("stepper: %s on %s, %s, %d threads", type(self.stepper).__name__, self.device,
                  cfg.run.dtype, torch.get_num_threads())
         s = cfg.schedule
@@ -128,15 +137,13 @@ class Engine:
         self.state = "starting"
         self.rate = 0.0
         self.started = time.time()
-        self.metrics = runs.SeriesWriter(self.dir, "metrics", metric_columns(C))
-        self.evals = runs.SeriesWriter(self.dir, "eval", eval_columns(C))
-        self.diags = runs.SeriesWriter(self.dir, "diag", diag_columns(cfg.diagnostics.k))
+        self._first_chunk, self._busy_n, self._busy_s = True, 0, 0.0  # the steady rate
+        self._open_outputs()
         self.diag = None  # the Diagnostics helper, made when first enabled
         self.diag_opts = {"enabled": cfg.diagnostics.enabled, "every": cfg.diagnostics.every,
                           "ntk_every": cfg.diagnostics.ntk_every}
         self._eos_above: bool | None = None  # which side of 2/η λ_max has settled on
         self._eos_pending: list[tuple[int, float]] = []
-        self.events = open(self.dir / runs.EVENTS, "a", encoding="utf-8")
         # test hook: raise inside the loop once this update is reached (crash handling tests)
         self._fault_at = int(os.environ.get("DLF_TUI_FAULT_AT_STEP", "0") or 0)
         (self.dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
@@ -146,6 +153,15 @@ class Engine:
             raise SetupError(f"{self.dir} already holds {self.metrics.rows} updates; use resume")
         self.server = (ControlServer(self.dir / runs.SOCKET, self.hello, self._refused) if serve
                        else NullServer())
+
+    def _open_outputs(self) -> None:
+        """The run directory's series files and event log (rank 0 of a distributed
+        run only: the other ranks write nothing there but their ``rank-R.json``)."""
+        C, k = self.C, self.cfg.diagnostics.k
+        self.metrics = runs.SeriesWriter(self.dir, "metrics", metric_columns(C))
+        self.evals = runs.SeriesWriter(self.dir, "eval", eval_columns(C))
+        self.diags = runs.SeriesWriter(self.dir, "diag", diag_columns(k))
+        self.events = open(self.dir / runs.EVENTS, "a", encoding="utf-8")
 
     # -- facts for clients ---------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -185,6 +201,8 @@ class Engine:
         doc = {"state": state, "pid": os.getpid(), "step": self.step, "total": self.total,
                "started": self.started, "reason": reason, "rate": round(self.rate, 1),
                "device": str(self.device)}
+        if self.dist is not None:
+            doc["nproc"], doc["ranks"] = self.dist.world, self.dist.pids()
         if state in ("stopped", "finished", "crashed"):
             doc["ended"] = time.time()
         runs.write_json_atomic(self.dir / runs.STATE, doc)
@@ -311,6 +329,8 @@ class Engine:
         self.metrics.truncate(st["metrics_rows"])
         self.evals.truncate(st["eval_rows"])
         self.diags.truncate(st.get("diag_rows", 0))
+        if self.dist is not None:
+            self.dist.loaded(self, path)
 
     def _resume(self) -> None:
         try:
@@ -347,14 +367,19 @@ class Engine:
     def run(self) -> int:
         self._install_signals()
         self.server.start()
+        if self.dist is not None:
+            self.dist.on_failure = self._rank_failed
         self._write_state("running")
-        self.event("start", f"started {self.cfg.name} on {self.device}, update {self.step + 1}"
+        where = str(self.device) if self.dist is None else self.dist.describe()
+        self.event("start", f"started {self.cfg.name} on {where}, update {self.step + 1}"
                    f" of {self.total}", step=self.step + 1)
         try:
             self._loop()
         except BaseException as err:  # noqa: BLE001 - the engine reports every failure
             line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".strip()
             log.error("engine crashed:\n%s", traceback.format_exc())
+            if self.dist is not None:  # stop the other ranks; a dead rank is the reason
+                line = self.dist.abort(line)
             self.event("error", f"engine crashed at update {self.step}: {line}")
             self._write_state("crashed", line)
             self.server.close()
@@ -370,16 +395,17 @@ class Engine:
         self.server.close()
         return 0
 
+    def _rank_failed(self, reason: str) -> None:
+        """Another rank died while this one is stuck in a collective (called from
+        the distributed watchdog thread just before it ends this process)."""
+        self.event("error", f"engine crashed at update {self.step}: {reason}")
+        self._write_state("crashed", reason)
+        self.server.close(timeout=0.5)
+
     def _loop(self) -> None:
-        cfg = self.cfg
-        stepper = self.stepper
-        val = self.data.val
-        eval_every = cfg.data.eval_every
-        flush_s = cfg.run.flush_seconds
-        ckpt_every = cfg.run.checkpoint_every
-        cmds = self.server.commands
-        clock = time.perf_counter
-        first_chunk, busy_n, busy_s = True, 0, 0.0
+        if self.dist is not None:
+            self.dist.lead(self)  # rank 0 of several: chunks planned here, run by every rank
+            return
         while self.step < self.total:
             self._apply_commands()
             if self.stop_requested:
@@ -388,63 +414,96 @@ class Engine:
                 self.server.wakeup.wait(0.5)
                 self.server.wakeup.clear()
                 continue
-            k = min(self.chunk_rows, self.total - self.step)
-            if ckpt_every:
-                k = min(k, ckpt_every - self.step % ckpt_every)
-            gam, amp, per = self.schedule.table(k)
-            stepper.begin_chunk(torch.as_tensor(gam, dtype=self.dtype, device=self.device))
-            snap = stepper.snapshot()  # to drop a diverging update before it is kept
-            step0 = self.step
-            evals: list[tuple[int, torch.Tensor]] = []
-            diags: list[list[float]] = []
-            d_on = self.diag_opts["enabled"]
-            d_every, d_ntk = self.diag_opts["every"], (self.diag_opts["ntk_every"] if d_on else 0)
-            if d_on and self.diag is None:
-                self.diag = self._make_diagnostics()
-            t0 = clock()
-            i = 0
-            while i < k:
-                kk = step0 + i + 1
-                if val is not None:
-                    if kk % eval_every == 0 or kk == 1 or kk == self.total:
-                        evals.append((kk, stepper.eval_stats(val)))
-                if d_on and (kk % d_every == 0 or (d_ntk and kk % d_ntk == 0)):
-                    diags.append(self._diagnose(kk, gam[i]))  # parameters before update kk
-                stepper.step(i)
-                i += 1
+            self._train_chunk(self._chunk_len())
+
+    def _chunk_len(self) -> int:
+        """Most updates the next chunk may hold: ``chunk_rows``, the end of the run,
+        the next periodic checkpoint."""
+        k = min(self.chunk_rows, self.total - self.step)
+        every = self.cfg.run.checkpoint_every
+        if every:
+            k = min(k, every - self.step % every)
+        return k
+
+    def _train_chunk(self, k: int, early: bool = True) -> int:
+        """Updates step+1 … step+k, then their flush; returns how many were kept.
+        With ``early`` the chunk ends sooner when a command arrives or
+        ``flush_seconds`` pass; the ranks of a distributed run do exactly the ``k``
+        rank 0 planned (``early=False``)."""
+        cfg = self.cfg
+        stepper = self.stepper
+        val = self._eval_split
+        eval_every = cfg.data.eval_every
+        flush_s = cfg.run.flush_seconds
+        ckpt_every = cfg.run.checkpoint_every
+        cmds = self.server.commands
+        clock = time.perf_counter
+        gam, amp, per = self.schedule.table(k)
+        stepper.begin_chunk(torch.as_tensor(gam, dtype=self.dtype, device=self.device))
+        snap = stepper.snapshot()  # to drop a diverging update before it is kept
+        step0 = self.step
+        evals: list[tuple[int, torch.Tensor]] = []
+        diags: list[list[float]] = []
+        d_on = self.diag_opts["enabled"]
+        d_every, d_ntk = self.diag_opts["every"], (self.diag_opts["ntk_every"] if d_on else 0)
+        if d_on and self.diag is None:
+            self.diag = self._make_diagnostics()
+        t0 = clock()
+        i = 0
+        while i < k:
+            kk = step0 + i + 1
+            if val is not None:
+                if kk % eval_every == 0 or kk == 1 or kk == self.total:
+                    evals.append((kk, stepper.eval_stats(val)))
+            if d_on and (kk % d_every == 0 or (d_ntk and kk % d_ntk == 0)):
+                diags.append(self._diagnose(kk, gam[i]))  # parameters before update kk
+            stepper.step(i)
+            i += 1
+            if early:
                 if cmds or self.stop_requested:
                     break
                 if not i & 63 and clock() - t0 > flush_s:
                     break
-            raw = self.stepper.buf[:i].cpu().numpy().astype(np.float64)  # the one host sync
+        raw, evals = self._host_stats(stepper.buf[:i], evals)  # the one host sync
+        rows = self._rows(step0, raw, gam, amp, per)
+        bad = None
+        if not (np.isfinite(rows[:, 1:3]).all() and np.isfinite(raw[:, 3 * self.C]).all()
+                and stepper.params_finite()):
+            i, bad = self._replay_until_divergence(snap, i)
+            raw = self._host_stats(stepper.buf[:i], [])[0]
             rows = self._rows(step0, raw, gam, amp, per)
-            bad = None
-            if not (np.isfinite(rows[:, 1:3]).all() and np.isfinite(raw[:, 3 * self.C]).all()
-                    and stepper.params_finite()):
-                i, bad = self._replay_until_divergence(snap, i)
-                raw = self.stepper.buf[:i].cpu().numpy().astype(np.float64)
-                rows = self._rows(step0, raw, gam, amp, per)
-                evals = [(s_, e) for s_, e in evals if s_ <= step0 + i]
-                diags = [d_ for d_ in diags if d_[0] <= step0 + i]
-            self._flush(rows, evals)
-            if diags:
-                self._flush_diags(diags)
-            if self.schedule.advance(i):
-                self.event("static_tail", f"last period: amplitude 1 (plain CE) from update "
-                           f"{self.step + i + 1}", step=self.step + i + 1)
-            self.step += i
-            if bad is not None:
-                self._diverged(bad)
-            if self._fault_at and self.step >= self._fault_at:
-                raise RuntimeError(f"injected fault at update {self.step}")
-            if first_chunk:
-                first_chunk = False  # it includes warm-up
-            else:  # training time only: pauses do not count
-                busy_n += i
-                busy_s += clock() - t0
-                self.rate = busy_n / max(busy_s, 1e-9)
-            if ckpt_every and self.step % ckpt_every == 0 and self.step < self.total:
-                self.checkpoint("periodic")
+            evals = [(s_, e) for s_, e in evals if s_ <= step0 + i]
+            diags = [d_ for d_ in diags if d_[0] <= step0 + i]
+        if self.dist is not None:
+            self.dist.note_rows(rows, self.C)
+        self._flush(rows, evals)
+        if diags:
+            self._flush_diags(diags)
+        if self.schedule.advance(i):
+            self.event("static_tail", f"last period: amplitude 1 (plain CE) from update "
+                       f"{self.step + i + 1}", step=self.step + i + 1)
+        self.step += i
+        if bad is not None:
+            self._diverged(bad)
+        if self._fault_at and self.step >= self._fault_at:
+            raise RuntimeError(f"injected fault at update {self.step}")
+        if self._first_chunk:
+            self._first_chunk = False  # it includes warm-up
+        else:  # training time only: pauses do not count
+            self._busy_n += i
+            self._busy_s += clock() - t0
+            self.rate = self._busy_n / max(self._busy_s, 1e-9)
+        if ckpt_every and self.step % ckpt_every == 0 and self.step < self.total:
+            self.checkpoint("periodic")
+        return i
+
+    def _host_stats(self, rows: torch.Tensor, evals: list[tuple[int, torch.Tensor]]
+                    ) -> tuple[np.ndarray, list[tuple[int, torch.Tensor]]]:
+        """The chunk's statistic rows on the host: one ``.cpu()`` (one process), or
+        one all_reduce of rows and held-out sums over the ranks, then the ``.cpu()``."""
+        if self.dist is None:
+            return rows.cpu().numpy().astype(np.float64), evals
+        return self.dist.reduce_chunk(rows, evals)
 
     def _rows(self, step0: int, raw: np.ndarray, gam: np.ndarray, amp: np.ndarray,
               per: np.ndarray) -> np.ndarray:
@@ -473,7 +532,7 @@ class Engine:
         for j in range(n):
             before = st.snapshot()
             st.step(j)
-            row = st.buf[j].cpu().numpy().astype(np.float64)
+            row = self._host_stats(st.buf[j: j + 1], [])[0][0]
             with np.errstate(invalid="ignore", over="ignore"):
                 ce = -row[0:C].sum() / row[2 * C:3 * C].sum()
             if not np.isfinite(ce):  # the parameters update j-1 produced give a bad loss
@@ -517,7 +576,12 @@ class Engine:
     def _diagnose(self, step: int, gamma: np.ndarray) -> list[float]:
         """Hessian/NTK λ_max at the parameters update ``step`` is about to use, with its Γ."""
         d = self.diag
-        out = d.compute(torch.as_tensor(gamma, dtype=self.dtype, device=self.device), step)
+        g = torch.as_tensor(gamma, dtype=self.dtype, device=self.device)
+        if self.dist is None:
+            out = d.compute(g, step)
+        else:  # rank 0 alone: batch norm must not wait for the other ranks
+            with self.dist.alone():
+                out = d.compute(g, step)
         lam = out["hessian_lambda_max"]
         row = [float(step), lam, out["ntk_lambda_max"], self.lr, float(out["hessian_iters"]),
                out["seconds"]]
