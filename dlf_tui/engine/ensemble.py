@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 import traceback
@@ -236,13 +235,9 @@ class SweepEngine:
                            done=done, total=total)
 
     def _install_signals(self) -> None:
-        def stop(signum: int, _frame: Any) -> None:
-            self.stop_requested = True
+        from .trainer import on_stop_signals
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        on_stop_signals(lambda: setattr(self, "stop_requested", True))
 
     # -- run --------------------------------------------------------------------------------
     def run(self) -> int:

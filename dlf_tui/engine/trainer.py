@@ -15,7 +15,7 @@ import signal
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,6 +60,15 @@ def chunk_rows(cfg: cfgmod.Config, data: datamod.Dataset) -> int:
     if steppers.wants_fused(cfg, data):
         rows = max(16, min(rows, TABLE_ELEMENTS // (data.classes * data.train.n)))
     return rows
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT call ``stop`` (the loop then checkpoints and ends); a hang-up
+    of the terminal that started the engine is ignored."""
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -355,14 +364,11 @@ class Engine:
 
     # -- the loop ---------------------------------------------------------------------------
     def _install_signals(self) -> None:
-        def stop(signum: int, _frame: Any) -> None:
+        def stop() -> None:
             self.stop_requested = True
             self.server.wakeup.set()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        on_stop_signals(stop)
 
     def run(self) -> int:
         self._install_signals()
