@@ -8,10 +8,13 @@ Feeds fake spiral-like metrics (3 classes by default; ``--classes 100`` for a
 CIFAR-100-like run, ``--eval-every`` adds held-out evaluations) through the
 UI's history store in engine-sized chunks, inside a headless dashboard, and
 reports
-  * the process RSS every 100k updates (the store is preallocated: flat),
+  * the process RSS and the history store's size every tenth of the run (the
+    store allocates a level when data reaches it and grows its rings up to
+    a bound),
   * the time of one chart redraw (history query + plotext build + conversion
     to Textual strips) for each chart at the given terminal size and window,
-    after all updates: wall-clock median, and the UI thread's CPU time (the
+    after all updates: its history queries alone ("query"), the wall-clock
+    median, and the UI thread's CPU time (the
     number to trust on a machine shared with other work); with ``--compare``
     also the CPU time with plotext's own ``hd_group``/``get_matrix_data``
     (what chart.py's fast paths replace), measured alternately with the fast
@@ -123,39 +126,53 @@ async def main(updates: int, size: tuple[int, int], reps: int, C: int, eval_ever
         print(f"ingest: {ingest:.2f} s for {updates:,} rows ({ingest / (updates / 1400) * 1e3:.2f} ms "
               f"per 1,400-row chunk); RSS grew {rss_mb() - base:+.1f} MB while feeding")
         session.step = done
+        query_ms = [0.0]
+        plain_query = session.history.query
+
+        def timed_query(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return plain_query(*a, **kw)
+            finally:
+                query_ms[0] += (time.perf_counter() - t) * 1e3
+
+        session.history.query = timed_query  # the charts' history queries alone, per draw
         for window in ("whole", "period", "last"):
             dash.window = window
             ctx = dash.context()
             print(f"\nwindow: {dash.window_label()} (steps {ctx.x0:,.0f}..{ctx.x1:,.0f})")
-            print(f"{'chart':>10} {'size':>7} {'points':>6} {'query+setup':>12} {'build':>8} "
+            print(f"{'chart':>10} {'size':>7} {'points':>6} {'query':>8} {'query+setup':>12} {'build':>8} "
                   f"{'total':>8} {'CPU':>8}" + (f" {'CPU plotext-own':>16}" if compare else ""))
             for chart in dash.charts:
                 if not chart.display or chart.size.width == 0:
                     continue
-                totals, draws, builds, cpus, own = [], [], [], [], []
+                totals, draws, builds, cpus, own, queries = [], [], [], [], [], []
                 for _ in range(reps):
                     for fast in ((False, True) if compare else (True,)):
                         use_fast_plotext(fast)
                         chart._cache = None
                         t, c = time.perf_counter(), time.thread_time()
+                        query_ms[0] = 0.0
                         chart.draw(ctx)
+                        q = query_ms[0]
                         chart.rendered_strips()
                         cpu = (time.thread_time() - c) * 1e3
                         if not fast:
                             own.append(cpu)
                             continue
                         cpus.append(cpu)
+                        queries.append(q)
                         totals.append((time.perf_counter() - t) * 1e3)
                         draws.append(chart.draw_ms)
                         builds.append(chart.build_ms)
                 use_fast_plotext(True)
                 print(f"{chart.id:>10} {chart.size.width:>3}x{chart.size.height:<3} {chart.points:>6} "
+                      f"{statistics.median(queries):>6.2f}ms "
                       f"{statistics.median(draws):>10.2f}ms {statistics.median(builds):>6.2f}ms "
                       f"{statistics.median(totals):>6.2f}ms {statistics.median(cpus):>6.2f}ms"
                       + (f" {statistics.median(own):>14.2f}ms" if compare else "")
                       + (f"  {Text.from_markup(chart.border_subtitle).plain}" if chart.border_subtitle else ""))
-        print(f"\nfinal RSS {rss_mb():.1f} MB (history store {session.history.nbytes() / 2**20:.1f} MB, "
-              f"preallocated)")
+        print(f"\nfinal RSS {rss_mb():.1f} MB (history store {session.history.nbytes() / 2**20:.1f} MB)")
 
 
 if __name__ == "__main__":

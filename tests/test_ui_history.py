@@ -81,17 +81,6 @@ def test_recent_windows_stay_exact_after_a_long_run():
     assert len(v) == 480
 
 
-def test_memory_is_flat():
-    p = Pyramid(["step", "a", "b"])
-    p.append(rows(0, 10))
-    before = p.nbytes()
-    for s in range(10, 300_000, 5000):
-        p.append(rows(s, 5000))
-    assert p.nbytes() == before
-    assert before < 3 * 2**20  # 3 columns: a few MB, whatever the run length
-    assert history.LEVELS >= 20
-
-
 def test_run_history_gaps_overlaps_and_the_drop_column():
     h = RunHistory()
     cols = ["step", "loss_dynamical", "loss_ce"]
@@ -141,3 +130,289 @@ def test_timeline_follows_the_engine_schedule_through_edits():
     assert tl.at(step).index > 1
     assert len(tl.markers) == 120
     assert not tl.edit(tl.markers[-1].step, tl.markers[-1].changes)  # the same edit twice: one marker
+
+
+# -- the store against the one it replaced -----------------------------------------------------
+# ``OldPyramid`` is the preallocated store this module had before levels were
+# allocated lazily and queries copied only the asked-for columns (the same
+# algorithm, every array allocated up front, every column copied): the oracle.
+class _OldLevel:
+    def __init__(self, size, ncols, raw, K):
+        self.size, self.raw, self.nb, self.K = size, raw, 0, K
+        self.last = np.full((K, ncols), np.nan)
+        if raw:
+            self.mn = self.mx = self.last
+            self.s = self.c = None
+        else:
+            self.mn, self.mx = np.full((K, ncols), np.nan), np.full((K, ncols), np.nan)
+            self.s, self.c = np.zeros((K, ncols)), np.zeros((K, ncols))
+        self.carry = None
+
+    def write(self, items):
+        m, K = len(items), self.K
+        if m == 0:
+            return
+        if m > K:
+            self.nb += m - K
+            items = items.slice(m - K, m)
+            m = K
+        slots = (self.nb + np.arange(m)) % K
+        self.last[slots] = items.last
+        if not self.raw:
+            self.mn[slots], self.mx[slots] = items.mn, items.mx
+            self.s[slots], self.c[slots] = items.s, items.c
+        self.nb += m
+
+    def feed(self, items):
+        if self.carry is not None:
+            items = history._Stats.concat([self.carry, items])
+        full = len(items) // history.FACTOR * history.FACTOR
+        self.carry = items.slice(full, len(items)) if full < len(items) else None
+        if full == 0:
+            return None
+        done = items.slice(0, full).group(history.FACTOR)
+        self.write(done)
+        return done
+
+    def oldest(self):
+        return max(0, self.nb - self.K)
+
+    def buckets(self):
+        order = np.arange(self.oldest(), self.nb) % self.K
+        if self.raw:
+            r = self.last[order]
+            return history._Stats(r, r, r, None, None)
+        return history._Stats(self.mn[order], self.mx[order], self.last[order], self.s[order], self.c[order])
+
+
+class OldPyramid:
+    def __init__(self, columns, K=1024, levels=22):
+        self.columns, self.K = list(columns), K
+        self.levels = [_OldLevel(history.FACTOR ** lv, len(columns), lv == 0, K) for lv in range(levels)]
+        self.n, self.first_x, self.last_x, self.last_row = 0, np.nan, np.nan, None
+
+    def append(self, rows):
+        rows = np.asarray(rows, dtype=np.float64)
+        if self.n == 0:
+            self.first_x = float(rows[0, 0])
+        self.last_x, self.last_row = float(rows[-1, 0]), rows[-1].copy()
+        self.n += rows.shape[0]
+        self.levels[0].write(history._Stats(rows, rows, rows, None, None))
+        items = history._Stats.raw(rows)
+        for lv in self.levels[1:]:
+            if items is None:
+                break
+            items = lv.feed(items)
+
+    def _tail(self, level):
+        parts = [lv.carry for lv in self.levels[level:0:-1] if lv.carry is not None and len(lv.carry)]
+        return history._Stats.concat(parts).merged() if parts else None
+
+    def _covers(self, lv, x0):
+        return lv.nb <= self.K or bool(lv.mn[lv.oldest() % self.K, 0] <= x0)
+
+    def _pick_level(self, x0, x1, npts):
+        span_rows = float(self.n)
+        if self.n > 1 and self.last_x > self.first_x:
+            span_rows = max(1.0, (x1 - x0 + 1) * (self.n - 1) / (self.last_x - self.first_x))
+        want = 0
+        while want + 1 < len(self.levels) and self.levels[want + 1].size * npts <= span_rows:
+            want += 1
+        for i in range(want, len(self.levels)):
+            if self._covers(self.levels[i], x0):
+                return i
+        return len(self.levels) - 1
+
+    def query(self, x0, x1, npts, columns=None):
+        columns = list(self.columns if columns is None else columns)
+        if self.n == 0 or npts < 1 or x1 < x0:
+            return history._empty_view(columns)
+        idx = [self.columns.index(c) for c in columns]
+        li = self._pick_level(x0, x1, npts)
+        lv = self.levels[li]
+        b, tail = lv.buckets(), self._tail(li)
+        if lv.raw:
+            mn = mx = last = b.last[:, idx]
+            xf = xl = b.last[:, 0]
+            s, c = np.where(np.isnan(mn), 0.0, mn), (~np.isnan(mn)).astype(np.float64)
+        else:
+            if tail is not None:
+                b = history._Stats.concat([b, tail])
+            xf, xl = b.mn[:, 0], b.mx[:, 0]
+            mn, mx, last, s, c = b.mn[:, idx], b.mx[:, idx], b.last[:, idx], b.s[:, idx], b.c[:, idx]
+        keep = (xl >= x0) & (xf <= x1)
+        if not keep.any():
+            return history._empty_view(columns)
+        lo, hi = np.flatnonzero(keep)[[0, -1]]
+        sl = slice(lo, hi + 1)
+        xl, mn, mx, last, s, c = xl[sl], mn[sl], mx[sl], last[sl], s[sl], c[sl]
+        g = np.clip(((xl - x0) * npts // max(x1 - x0 + 1, 1e-9)).astype(np.int64), 0, npts - 1)
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(g)) + 1))
+        ends = np.concatenate((starts[1:], [len(g)])) - 1
+        gs, gc = np.add.reduceat(s, starts, axis=0), np.add.reduceat(c, starts, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(gc > 0, gs / np.maximum(gc, 1), np.nan)
+        gmn, gmx = np.fmin.reduceat(mn, starts, axis=0), np.fmax.reduceat(mx, starts, axis=0)
+        return history.View(xl[ends], gmn, gmx, last[ends], mean, columns, li)
+
+    def latest_finite(self, column):
+        j = self.columns.index(column)
+        v = float(self.last_row[j])
+        if v != v and self.n > 1:
+            lv = self.levels[0]
+            vals = lv.last[:, j][np.arange(lv.oldest(), lv.nb) % self.K]
+            vals = vals[~np.isnan(vals)]
+            v = float(vals[-1]) if len(vals) else float("nan")
+        return v
+
+
+def same_view(a, b, what) -> None:
+    assert a.columns == b.columns and a.level == b.level, what
+    for f in ("x", "mn", "mx", "last", "mean"):  # bit for bit, NaN where NaN
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f"{what}: {f}")
+
+
+def random_queries(rng, p_cols, n, k):
+    """``k`` random (x0, x1, npts, columns): whole run, recent, inside, before the oldest held, empty."""
+    out = []
+    for i in range(k):
+        kind = i % 5
+        if kind == 0:
+            x0, x1 = 1, n
+        elif kind == 1:
+            x0, x1 = max(1, n - int(rng.integers(1, n + 1))) + 1, n
+        elif kind == 2:
+            a, b = sorted(rng.integers(-50, n + 50, 2))
+            x0, x1 = float(a), float(b) + rng.random()
+        elif kind == 3:
+            x0, x1 = -float(rng.integers(0, 100)), float(rng.integers(1, max(2, n // 3)))
+        else:
+            x0, x1 = float(rng.integers(1, n + 1)), float(rng.integers(-5, n + 1))  # often x1 < x0
+        npts = int(rng.choice([1, 2, 7, int(rng.integers(1, 600))]))
+        if rng.random() < 0.2:
+            cols = None
+        else:
+            m = int(rng.integers(1, len(p_cols) + 1))
+            cols = [p_cols[j] for j in rng.permutation(len(p_cols))[:m]]
+            if rng.random() < 0.7:
+                cols = ["step", *[c for c in cols if c != "step"]]
+        out.append((x0, x1, npts, cols))
+    return out
+
+
+@pytest.mark.parametrize("K,levels,min_rows,n,ncols,seed", [
+    (16, 8, 2, 10_000, 7, 0),  # every ring wraps, the top one too (16 × 2**7 rows)
+    (8, 5, 1, 5_000, 4, 1),
+    (16, 10, 4, 2_000, 12, 2),  # upper levels still growing
+    (1024, 22, 16, 70_000, 9, 3),  # the real sizes: levels 0–6 wrapped, the rest growing
+])
+def test_lazy_store_answers_bit_for_bit_as_the_preallocated_one(monkeypatch, K, levels, min_rows, n, ncols,
+                                                                 seed):
+    monkeypatch.setattr(history, "CAPACITY", K)
+    monkeypatch.setattr(history, "LEVELS", levels)
+    monkeypatch.setattr(history, "MIN_ROWS", min_rows)
+    rng = np.random.default_rng(seed)
+    cols = ["step", *[f"c{j}" for j in range(ncols - 1)]]
+    steps = np.cumsum(rng.integers(1, 4, n)).astype(np.float64)  # uneven steps
+    scale = 10.0 ** rng.integers(-3, 4, ncols - 1)
+    data = np.column_stack([steps, rng.standard_normal((n, ncols - 1)) * scale])
+    data[rng.random((n, ncols)) < 0.05] = np.nan
+    data[:, 0] = steps
+    data[: n // 3, 2] = np.nan  # a column with no value for a long stretch
+    new, old = Pyramid(cols), OldPyramid(cols, K, levels)
+    assert new.nbytes() == 0
+    i = 0
+    while i < n:
+        m = int(rng.choice([1, 2, 3, int(rng.integers(1, 50)), int(rng.integers(1, 3 * K + 2))]))
+        new.append(data[i:i + m])
+        old.append(data[i:i + m])
+        i += m
+        last = data[min(i, n) - 1, 0]
+        if rng.random() < 0.15 or i >= n:
+            for q in random_queries(rng, cols, int(last), 12):
+                same_view(new.query(*q), old.query(*q), f"after {min(i, n)} rows: query{q}")
+            for c in cols:
+                a, b = new.latest_finite(c), old.latest_finite(c)
+                assert a == b or (a != a and b != b)
+    # lazily: a level holds arrays only once a bucket reached it, and never more than its ring
+    for lv in new.levels:
+        assert (lv.rows > 0) == (lv.nb > 0) and lv.rows <= K
+        assert lv.rows >= min(lv.nb, K)
+
+
+def held_bytes(p: Pyramid) -> int:
+    """What the buckets held take, tightly: raw rows 8 B a value, buckets 36 B
+    (min, max, last, sum: float64; count: float32)."""
+    per = lambda lv: 8 if lv.raw else 4 * 8 + 4  # noqa: E731
+    return sum(min(lv.nb, history.CAPACITY) * len(p.columns) * per(lv) for lv in p.levels)
+
+
+def test_memory_follows_the_data_and_stays_under_the_old_worst_case():
+    ncols = 12
+    p = Pyramid(["step", *[f"c{j}" for j in range(ncols - 1)]])
+    assert p.nbytes() == 0
+    worst = (history.CAPACITY * ncols * 8) * (1 + 4.5 * (history.LEVELS - 1))  # every ring full
+    old = (history.CAPACITY * ncols * 8) * (1 + 5 * (history.LEVELS - 1))  # what was preallocated
+    sizes = []
+    n = 0
+    for target in (1_000, 10_000, 100_000, 1_000_000):
+        while n < target:
+            m = min(4096, target - n)
+            p.append(np.column_stack([np.arange(n + 1, n + m + 1.0), np.ones((m, ncols - 1))]))
+            n += m
+        sizes.append(p.nbytes())
+        # arrays double as they fill: never more than twice what the held buckets need
+        assert held_bytes(p) <= p.nbytes() <= 2 * held_bytes(p) + 16 * ncols * 8 * history.LEVELS
+        assert sum(lv.rows > 0 for lv in p.levels) == int(np.log2(n)) + 1  # levels 0 … ⌊log2 n⌋
+    assert sizes == sorted(sizes) and sizes[-1] <= worst < old
+    # after 1M updates: a bit over half of the old preallocation (which was the same at any length);
+    # a 100-class run (209 columns) at 1M updates: under 100 MB where 173 MB were preallocated
+    assert sizes[-1] < 0.55 * old
+    assert sizes[-1] / ncols * 209 < 100 * 2**20 < old / ncols * 209
+    assert sizes[0] < 0.06 * old  # a short run holds little
+
+
+# -- the Γ summary of many-class runs ------------------------------------------------------------
+def test_gamma_summary_finds_the_emphasised_class_under_the_paper_schedule():
+    C = 100
+    for amplitude in (70.0, 0.3):  # emphasised above or below the rest
+        sch = Schedule.create("triangle", amplitude, 37, C, 10**6, False)
+        g, _, _ = sch.table(400)
+        cls = np.arange(400) // 38 % C  # the emphasised class: the next one every T + 1 updates
+        out = history.gamma_summary(np.arange(1, 401.0), g)
+        assert history.SUMMARY_COLUMNS == ["step", "emphasised", "class", "others", "spread"]
+        stands_out = np.abs(g.max(1) - g.min(1)) > 1e-12  # phase 0: every class 1
+        assert stands_out.sum() > 300 and (~stands_out).sum() >= 10
+        np.testing.assert_array_equal(out[stands_out, 2], cls[stands_out])
+        assert np.isnan(out[~stands_out, 2]).all()
+        r, c = np.arange(400), cls
+        np.testing.assert_allclose(out[:, 1], g[r, c])
+        rest = g.copy()
+        rest[r, c] = np.nan
+        np.testing.assert_allclose(out[:, 3], np.nanmean(rest, 1))
+        np.testing.assert_allclose(out[:, 4], 0.0, atol=1e-12)
+    g[:, 5] += 0.01 * np.arange(400) % 3  # class 5's weight moves on its own: the others differ
+    out = history.gamma_summary(np.arange(1, 401.0), g)
+    assert (out[:, 4] > 0).sum() > 200
+
+
+def test_run_history_keeps_the_gamma_summary_only_for_many_classes():
+    def cols(C):
+        return ["step", "loss_dynamical", *[f"gamma_{i}" for i in range(C)]]
+
+    for C, kept in ((10, False), (11, True)):
+        h = RunHistory()
+        h.setup(cols(C), [])
+        sch = Schedule.create("triangle", 20.0, 50, C, 10**6, False)
+        gam, _, _ = sch.table(1000)
+        data = np.column_stack([np.arange(1, 1001.0), np.ones(1000), gam])
+        assert h.add_metrics(0, data[:600]) and h.add_metrics(500, data[500:])  # an overlap
+        assert h.metric_columns == [*cols(C), DROP] and history.GAMMA_SUMMARY not in h.series
+        assert h.count(history.GAMMA_SUMMARY) == (1000 if kept else 0)
+        if kept:
+            v = h.query(history.GAMMA_SUMMARY, 1, 1000, 1000)
+            np.testing.assert_array_equal(v.x, np.arange(1, 1001.0))
+            np.testing.assert_array_equal(v.mean, history.gamma_summary(data[:, 0], data[:, 2:]))
+            assert h.last_value(history.GAMMA_SUMMARY, "class") == (999 // 51) % C
+            h.setup(cols(C)[:-1], [])  # new columns: the summary restarts with them
+            assert h.count(history.GAMMA_SUMMARY) == 0

@@ -4,19 +4,28 @@ A ``Pyramid`` keeps a series (float64 rows, column 0 = the update step) at
 ``LEVELS`` resolutions.  Level 0 is a ring of the last ``CAPACITY`` raw rows;
 level ``l`` is a ring of the last ``CAPACITY`` buckets of ``FACTOR**l`` rows,
 each bucket holding the min, max, last, NaN-free sum and count of every column.
-All arrays are allocated once, so memory stays flat however long the run is
-(about 7 MB for the 3-class spiral), and appending costs a few numpy calls per
+A level's arrays are allocated when the first bucket reaches it (level ``l``
+after ``FACTOR**l`` rows) and double as they fill, up to ``CAPACITY`` buckets;
+so memory follows what is held: after 1M updates about 6 MB for the 3-class
+spiral and 85 MB for 100 classes (209 columns), where every level used to be
+preallocated (12 MB and 173 MB from the first row).  Each doubling of the run
+adds at most one level (7.3 MB at 209 columns), up to every ring full (156 MB
+at 209 columns, after 2·10⁹ updates).  Appending costs a few numpy calls per
 level per chunk.
 
 ``Pyramid.query(x0, x1, npts)`` picks the finest level whose ring still reaches
 back to ``x0`` with at most a few buckets per output point, then merges the
 buckets into ``npts`` equal-width step columns (min of mins, max of maxes,
 last of lasts, mean of the sums): the M4 idea, so the spikes of a dynamical
-loss survive any zoom level.
+loss survive any zoom level.  Only the step and the asked-for columns are
+copied out of the rings (a chart asks for a few of a 100-class run's 209).
 
 ``RunHistory`` holds the metrics, eval and diag pyramids of one run behind a lock
 (the event-pump thread appends, the UI thread queries) and derives the
-F(t−1) − F(t) column on the way in.  No textual, no torch.
+F(t−1) − F(t) column on the way in; for runs with more than ``SUMMARY_CLASSES``
+classes it also keeps a small derived series, the Γ summary (the emphasised
+class's Γ and the others', see ``gamma_summary``), which the Γ chart draws
+instead of 100 lines.  No textual, no torch.
 """
 
 from __future__ import annotations
@@ -29,7 +38,15 @@ import numpy as np
 FACTOR = 2
 CAPACITY = 1024  # buckets per level: ≥ 2 × the widest chart in braille dots (2 × 240)
 LEVELS = 22  # the top ring covers CAPACITY * FACTOR**21 ≈ 2.1e9 rows before it wraps
+MIN_ROWS = 16  # a level's first allocation (buckets); it doubles up to CAPACITY
+COUNT_DTYPE = np.float32  # bucket counts: exact integers (≤ 2**21 rows a bucket < 2**24)
+assert FACTOR ** (LEVELS - 1) < 2 ** 24, "bucket counts must stay exact in COUNT_DTYPE"
 DROP = "loss_drop"  # derived column: F(t-1) - F(t)
+GAMMA_PREFIX = "gamma_"
+SUMMARY_CLASSES = 10  # with more Γ columns than this, RunHistory also keeps the Γ summary
+GAMMA_SUMMARY = "gamma_summary"  # the derived series (see ``gamma_summary``)
+SUMMARY_COLUMNS = ["step", "emphasised", "class", "others", "spread"]
+TIE = 1e-9  # relative: no class stands out when every |Γ_i − mean| is below this
 
 
 @dataclass
@@ -98,30 +115,56 @@ class _Stats:
 
 
 class _Level:
+    """A ring of the last ``CAPACITY`` buckets of ``size`` rows.  Its arrays are
+    allocated when the first bucket arrives and grow (doubling) until they
+    hold ``CAPACITY`` buckets; only then does the ring wrap.  Until it wraps,
+    bucket ``i`` is in slot ``i``, which is also ``i % CAPACITY``."""
+
     def __init__(self, size: int, ncols: int, raw: bool):
         self.size = size  # rows per bucket
+        self.ncols = ncols
         self.raw = raw
         self.nb = 0  # completed buckets so far
-        K = CAPACITY
-        self.last = np.full((K, ncols), np.nan)
-        if raw:
-            self.mn = self.mx = self.last
-            self.s = self.c = None
-        else:
-            self.mn = np.full((K, ncols), np.nan)
-            self.mx = np.full((K, ncols), np.nan)
-            self.s = np.zeros((K, ncols))
-            self.c = np.zeros((K, ncols))
+        self.rows = 0  # slots allocated (0 … CAPACITY)
+        self.last = self.mn = self.mx = self.s = self.c = None
         self.carry: _Stats | None = None  # items from the level below not yet a bucket
 
+    def arrays(self) -> list[np.ndarray]:
+        if self.rows == 0:
+            return []
+        return [self.last] if self.raw else [self.last, self.mn, self.mx, self.s, self.c]
+
     def nbytes(self) -> int:
-        arrays = [self.last] if self.raw else [self.last, self.mn, self.mx, self.s, self.c]
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in self.arrays())
+
+    def _reserve(self, need: int) -> None:
+        """Slots for buckets ``0 … need-1`` (all of the ring once it would wrap)."""
+        K = CAPACITY
+        if self.rows >= min(need, K):
+            return
+        new = K if need >= K else min(K, max(need, 2 * self.rows, MIN_ROWS))
+        held = self.nb  # not wrapped yet: buckets 0 … nb-1 in slots 0 … nb-1
+        shape = (new, self.ncols)
+
+        def grown(old, dtype=np.float64):
+            a = np.empty(shape, dtype)
+            if old is not None and held:
+                a[:held] = old[:held]
+            return a
+
+        self.last = grown(self.last)
+        if self.raw:
+            self.mn = self.mx = self.last
+        else:
+            self.mn, self.mx, self.s = grown(self.mn), grown(self.mx), grown(self.s)
+            self.c = grown(self.c, COUNT_DTYPE)
+        self.rows = new
 
     def write(self, items: _Stats) -> None:
         m = len(items)
         if m == 0:
             return
+        self._reserve(self.nb + m)
         if m > CAPACITY:  # only the newest CAPACITY fit
             self.nb += m - CAPACITY
             items = items.slice(m - CAPACITY, m)
@@ -150,13 +193,40 @@ class _Level:
     def oldest(self) -> int:
         return max(0, self.nb - CAPACITY)
 
-    def buckets(self) -> _Stats:
-        """The completed buckets still held, oldest first."""
-        order = np.arange(self.oldest(), self.nb) % CAPACITY
+    def held(self) -> int:
+        """How many completed buckets the ring holds."""
+        return self.nb - self.oldest()
+
+    def _take(self, a: np.ndarray, cols: list[int], i0: int, i1: int) -> np.ndarray:
+        """Columns ``cols`` of held buckets ``i0 … i1-1`` (0 = the oldest held),
+        copying only those."""
+        start, n = (self.oldest() + i0) % CAPACITY, max(0, i1 - i0)
+        if n == 0:
+            return np.empty((0, len(cols)), a.dtype)
+        if start + n <= self.rows:
+            return a[start:start + n][:, cols]
+        return np.concatenate([a[start:][:, cols], a[:start + n - self.rows][:, cols]])
+
+    def steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first and last step of every held bucket (a raw row: its step, twice)."""
+        if self.rows == 0:
+            return np.empty(0), np.empty(0)
+        first = self._take(self.mn, [0], 0, self.held())[:, 0]
+        return (first, first) if self.raw else (first, self._take(self.mx, [0], 0, self.held())[:, 0])
+
+    def buckets(self, cols: list[int], i0: int = 0, i1: int | None = None) -> _Stats:
+        """Columns ``cols`` of the completed buckets still held, oldest first
+        (or of held buckets ``i0 … i1-1`` only)."""
+        i1 = self.held() if i1 is None else i1
+        if self.rows == 0:
+            z = np.empty((0, len(cols)))
+            return _Stats(z, z, z, None if self.raw else z, None if self.raw else z)
         if self.raw:
-            rows = self.last[order]
+            rows = self._take(self.last, cols, i0, i1)
             return _Stats(rows, rows, rows, None, None)
-        return _Stats(self.mn[order], self.mx[order], self.last[order], self.s[order], self.c[order])
+        t = self._take
+        return _Stats(t(self.mn, cols, i0, i1), t(self.mx, cols, i0, i1), t(self.last, cols, i0, i1),
+                      t(self.s, cols, i0, i1), t(self.c, cols, i0, i1).astype(np.float64))
 
 
 class Pyramid:
@@ -165,7 +235,7 @@ class Pyramid:
     def __init__(self, columns: list[str]):
         self.columns = list(columns)
         n = len(columns)
-        self.levels = [_Level(FACTOR ** lv, n, raw=lv == 0) for lv in range(LEVELS)]
+        self.levels = [_Level(FACTOR ** lv, n, raw=lv == 0) for lv in range(LEVELS)]  # no arrays yet
         self.n = 0  # rows appended
         self.first_x = np.nan
         self.last_x = np.nan
@@ -193,12 +263,14 @@ class Pyramid:
             items = lv.feed(items)
 
     # -- reading -----------------------------------------------------------------
-    def _tail(self, level: int) -> _Stats | None:
-        """The rows after the last completed bucket of ``level``, merged into one."""
+    def _tail(self, level: int, cols: list[int]) -> _Stats | None:
+        """Columns ``cols`` of the rows after the last completed bucket of
+        ``level``, merged into one."""
         parts = []
         for lv in self.levels[level:0:-1]:  # coarse carries first (they are older)
             if lv.carry is not None and len(lv.carry):
-                parts.append(lv.carry)
+                parts.append(_Stats(*(v[:, cols] for v in (lv.carry.mn, lv.carry.mx, lv.carry.last,
+                                                            lv.carry.s, lv.carry.c))))
         if not parts:
             return None
         return _Stats.concat(parts).merged()
@@ -225,32 +297,35 @@ class Pyramid:
 
     def query(self, x0: float, x1: float, npts: int, columns: list[str] | None = None) -> View:
         """Columns (all by default) between steps ``x0..x1``, merged into at most
-        ``npts`` equal-width points."""
+        ``npts`` equal-width points.  Only the step and the asked-for columns
+        are copied out of the rings."""
         columns = list(self.columns if columns is None else columns)
         if self.n == 0 or npts < 1 or x1 < x0:
             return _empty_view(columns)
-        idx = [self.columns.index(c) for c in columns]
+        sel = [0, *(self.columns.index(c) for c in columns)]  # the step, then the asked-for columns
+        idx = list(range(1, len(sel)))
         li = self._pick_level(x0, x1, npts)
         lv = self.levels[li]
-        b = lv.buckets()
-        tail = self._tail(li)
-        if lv.raw:
-            mn = mx = last = b.last[:, idx]
-            xf = xl = b.last[:, 0]
-            if tail is not None:  # pragma: no cover - level 0 has no carry
-                raise AssertionError
-            s, c = np.where(np.isnan(mn), 0.0, mn), (~np.isnan(mn)).astype(np.float64)
-        else:
-            if tail is not None:
-                b = _Stats.concat([b, tail])
-            xf, xl = b.mn[:, 0], b.mx[:, 0]
-            mn, mx, last, s, c = b.mn[:, idx], b.mx[:, idx], b.last[:, idx], b.s[:, idx], b.c[:, idx]
+        # which buckets the window needs, from the step column alone ...
+        held = lv.held()
+        xf, xl = lv.steps()
+        tail = None if lv.raw else self._tail(li, sel)
+        if tail is not None:  # the newest rows, not yet a whole bucket: one more point
+            xf, xl = np.append(xf, tail.mn[0, 0]), np.append(xl, tail.mx[0, 0])
         keep = (xl >= x0) & (xf <= x1)
         if not keep.any():
             return _empty_view(columns)
         lo, hi = np.flatnonzero(keep)[[0, -1]]
-        sl = slice(lo, hi + 1)
-        xl, mn, mx, last, s, c = xl[sl], mn[sl], mx[sl], last[sl], s[sl], c[sl]
+        xl = xl[lo:hi + 1]
+        # ... then only those buckets' asked-for columns
+        b = lv.buckets(sel, int(lo), int(min(hi + 1, held)))
+        if lv.raw:
+            mn = mx = last = b.last[:, idx]
+            s, c = np.where(np.isnan(mn), 0.0, mn), (~np.isnan(mn)).astype(np.float64)
+        else:
+            if tail is not None and hi == held:
+                b = _Stats.concat([b, tail])
+            mn, mx, last, s, c = b.mn[:, idx], b.mx[:, idx], b.last[:, idx], b.s[:, idx], b.c[:, idx]
         width = max(x1 - x0 + 1, 1e-9)
         g = np.clip(((xl - x0) * npts // width).astype(np.int64), 0, npts - 1)
         starts = np.concatenate(([0], np.flatnonzero(np.diff(g)) + 1))
@@ -262,6 +337,18 @@ class Pyramid:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(gc > 0, gs / np.maximum(gc, 1), np.nan)
         return View(xl[ends], gmn, gmx, last[ends], mean, columns, li)
+
+    def latest_finite(self, column: str) -> float:
+        """The newest finite value of a column among the raw rows held (NaN if none)."""
+        if self.last_row is None:
+            return float("nan")
+        j = self.columns.index(column)
+        v = float(self.last_row[j])
+        if v != v and self.n > 1:  # NaN in the newest row: look back over the raw ring
+            vals = self.levels[0].buckets([j]).last[:, 0]  # the raw rows held
+            vals = vals[~np.isnan(vals)]
+            v = float(vals[-1]) if len(vals) else float("nan")
+        return v
 
 
 def ema(x: np.ndarray, y: np.ndarray, span: float) -> np.ndarray:
@@ -285,6 +372,36 @@ def ema(x: np.ndarray, y: np.ndarray, span: float) -> np.ndarray:
     return out
 
 
+def gamma_summary(steps: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Rows of ``SUMMARY_COLUMNS`` for Γ rows ``g`` (updates × classes):
+
+    * ``emphasised``: the Γ of the class farthest from the row's mean (under
+      the paper's schedule, the emphasised class: Γ_c = C·w/(w+C−1) against
+      C/(w+C−1) for the rest, whether w is above or below 1),
+    * ``class``: that class's index, NaN when no class stands out (all equal),
+    * ``others``: the mean Γ of the other classes,
+    * ``spread``: max − min of the other classes' Γ (0 when they are equal,
+      as under every schedule of this project).
+    """
+    g = np.array(g, dtype=np.float64, order="C")  # our own copy (changed below), the same sums for any layout
+    n, C = g.shape
+    r = np.arange(n)
+    jmax, jmin = g.argmax(1), g.argmin(1)
+    gmax, gmin = g[r, jmax], g[r, jmin]
+    total = g.sum(1)
+    up, down = gmax - total / C, total / C - gmin
+    high = up >= down  # the odd one out is the largest (w > 1) or the smallest (w < 1)
+    j = np.where(high, jmax, jmin)
+    emph = np.where(high, gmax, gmin)
+    others = (total - emph) / (C - 1)
+    g[r, j] = g[r, (j + 1) % C]  # the emphasised one replaced by another class's value
+    spread = g.max(1) - g.min(1)
+    with np.errstate(invalid="ignore"):
+        tied = ~(np.maximum(up, down) > TIE * np.maximum(1.0, np.maximum(np.abs(gmax), np.abs(gmin))))
+    cls = np.where(tied, np.nan, j.astype(np.float64))
+    return np.column_stack([steps, emph, cls, others, spread])
+
+
 class RunHistory:
     """The series of one run (metrics, eval, diag), fed by the pump thread."""
 
@@ -294,6 +411,9 @@ class RunHistory:
         self.columns: dict[str, list[str]] = {"metrics": [], "eval": [], "diag": []}
         self._prev_f = np.nan
         self.version = 0  # bumped on every append (charts redraw when it moves)
+        # derived series, kept beside (not in) ``series``: the Γ summary of a many-class run
+        self.derived: dict[str, Pyramid] = {}
+        self._gamma_idx: list[int] = []
 
     def setup(self, metric_columns: list[str], eval_columns: list[str],
               diag_columns: list[str] | None = None) -> None:
@@ -310,6 +430,11 @@ class RunHistory:
                     self.series[name] = Pyramid(cols)
                 if name == "metrics":
                     self._prev_f = np.nan
+                    gam = [i for i, c in enumerate(cols) if c.startswith(GAMMA_PREFIX)]
+                    self._gamma_idx = gam if len(gam) > SUMMARY_CLASSES else []
+                    self.derived.pop(GAMMA_SUMMARY, None)
+                    if self._gamma_idx:
+                        self.derived[GAMMA_SUMMARY] = Pyramid(SUMMARY_COLUMNS)
             self.version += 1
 
     @property
@@ -325,7 +450,7 @@ class RunHistory:
         return self.columns["diag"]
 
     def count(self, series: str) -> int:
-        p = self.series.get(series)
+        p = self._pyramid(series)
         return p.n if p is not None else 0
 
     @property
@@ -356,6 +481,8 @@ class RunHistory:
                 drop[1:] = f[:-1] - f[1:]
                 self._prev_f = float(f[-1])
                 rows = np.column_stack([rows, drop])
+                if self._gamma_idx:
+                    self.derived[GAMMA_SUMMARY].append(gamma_summary(rows[:, 0], rows[:, self._gamma_idx]))
             p.append(rows)
             self.version += 1
             return True
@@ -377,17 +504,10 @@ class RunHistory:
     def last_value(self, series: str, column: str) -> float | None:
         """The newest finite value of a column (None when there is none)."""
         with self.lock:
-            p = self.series.get(series)
+            p = self._pyramid(series)
             if p is None or p.last_row is None or column not in p.columns:
                 return None
-            v = float(p.last_row[p.columns.index(column)])
-            if v != v and p.n > 1:  # NaN in the newest row: look back over the raw ring
-                lv = p.levels[0]
-                col = lv.last[:, p.columns.index(column)]
-                order = np.arange(lv.oldest(), lv.nb) % CAPACITY
-                vals = col[order]
-                vals = vals[~np.isnan(vals)]
-                v = float(vals[-1]) if len(vals) else float("nan")
+            v = p.latest_finite(column)
             return None if v != v else v
 
     def last_step(self) -> int:
@@ -397,10 +517,14 @@ class RunHistory:
                 return 0
             return int(p.last_x)
 
+    def _pyramid(self, series: str) -> Pyramid | None:
+        return self.series.get(series) or self.derived.get(series)
+
     def query(self, series: str, x0: float, x1: float, npts: int,
               columns: list[str] | None = None) -> View:
+        """A series (``metrics``, ``eval``, ``diag``, or the derived ``GAMMA_SUMMARY``)."""
         with self.lock:
-            p = self.series.get(series)
+            p = self._pyramid(series)
             if p is None:
                 return _empty_view(columns or [])
             cols = [c for c in (columns or p.columns) if c in p.columns]
@@ -411,4 +535,4 @@ class RunHistory:
 
     def nbytes(self) -> int:
         with self.lock:
-            return sum(p.nbytes() for p in self.series.values())
+            return sum(p.nbytes() for p in (*self.series.values(), *self.derived.values()))

@@ -416,11 +416,15 @@ class DashboardScreen(Screen):
         self._classes_changed(self.query_one(AccuracyChart).page(step) or "")
 
     def _classes_changed(self, message: str) -> None:
-        """After `k`, `[` or `]`: say so and redraw the accuracy chart alone (with
-        100 classes the Γ chart alone costs more than a key press should)."""
+        """After `k`, `[` or `]`: say so and redraw the accuracy chart (and the Γ
+        chart only when it charts the accuracy chart's classes)."""
         self.query_one(Controls).message(message)
         if self.session is not None:
-            self.query_one(AccuracyChart).draw(self.context())
+            ctx = self.context()
+            self.query_one(AccuracyChart).draw(ctx)
+            gamma = self.query_one(WeightsChart)
+            if gamma.mode == "accuracy":
+                gamma.draw(ctx)
 
     def action_events(self) -> None:
         if self.maximized is not None:
