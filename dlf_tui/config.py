@@ -8,6 +8,7 @@ and the key, e.g. ``presets/x.toml: schedule.amplitude = 0.5: must be >= 1``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import tomllib
@@ -155,8 +156,13 @@ def _field(section: str, key: str) -> dataclasses.Field:
     raise ConfigError(f"unknown key {printable(section)}.{printable(key)} (known: {known})")
 
 
+@functools.cache
+def _hints(section: str) -> dict[str, Any]:
+    return get_type_hints(SECTIONS[section])  # slow (evaluates annotations): once per section
+
+
 def _type_of(section: str, key: str) -> Any:
-    return get_type_hints(SECTIONS[section])[key]
+    return _hints(section)[key]
 
 
 def _type_name(tp: Any) -> str:
