@@ -107,7 +107,6 @@ def _cell(sw, text: str) -> tuple:
     """``"amplitude=70 period=5000"`` → that cell of sweep ``sw`` (axes by key or
     short name; an axis with one value may be left out)."""
     from . import sweeps
-    from .sweep_headless import show
 
     want: dict[str, object] = {}
     for item in text.split():
@@ -123,7 +122,7 @@ def _cell(sw, text: str) -> tuple:
             raise config.ConfigError(f"--cell {config.printable(item)[:80]}: give one value per axis")
         if values[0] not in a.values:
             raise config.ConfigError(f"--cell {config.printable(item)[:80]}: {a.short} is one of "
-                                     f"{', '.join(show(v) for v in a.values)}")
+                                     f"{', '.join(sweeps.slug(v) for v in a.values)}")
         want[a.key] = values[0]
     missing = [a.short for a in sw.axes if a.key not in want and len(a.values) > 1]
     if missing:

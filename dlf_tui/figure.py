@@ -162,7 +162,8 @@ def write_sweep_png(sweep, path: Path) -> int:
     first two.  Returns the number of panels."""
     import numpy as np
 
-    from .sweep_headless import above, show
+    from .sweep_headless import above
+    from .sweeps import slug as show
 
     xi, yi, combos = sweep_layout(sweep)
     if len(combos) > MAX_HEATMAPS:

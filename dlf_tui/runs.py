@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,8 @@ class SeriesWriter:
 @dataclass
 class Run:
     path: Path
+    # a series' columns never change once written (SeriesWriter refuses it): read them once
+    _columns: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -173,10 +175,14 @@ class Run:
 
     # -- series ----------------------------------------------------------------
     def columns(self, name: str = "metrics") -> list[str]:
-        try:
-            return list(json.loads(self.file(f"{name}.json").read_text())["columns"])
-        except (OSError, ValueError, KeyError):
-            return []
+        cols = self._columns.get(name)
+        if cols is None:
+            try:
+                cols = list(json.loads(self.file(f"{name}.json").read_text())["columns"])
+            except (OSError, ValueError, KeyError):
+                return []  # not written yet: ask again next time
+            self._columns[name] = cols
+        return list(cols)
 
     def rows(self, name: str = "metrics") -> int:
         cols = self.columns(name)

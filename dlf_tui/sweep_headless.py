@@ -27,11 +27,6 @@ from rich.text import Text
 from . import config, runs, sweeps
 
 
-def show(value: Any) -> str:
-    """An axis value as the user wrote it: 70, 0.5, 16x16, triangle."""
-    return sweeps.slug(value)
-
-
 def wait_gone(pid: int, timeout: float) -> bool:
     """Wait until engine process ``pid`` has exited; False on timeout."""
     deadline = time.monotonic() + timeout
@@ -72,7 +67,7 @@ def summary_table(sweep: sweeps.Sweep, rows: list[dict[str, Any]],
         t.add_column(name, justify="right", no_wrap=True)
     shown = rows if max_rows is None or len(rows) <= max_rows else rows[:max(1, max_rows - 1)]
     for r in shown:
-        cells = [show(v) for v in r["cell"]]
+        cells = [sweeps.slug(v) for v in r["cell"]]
         cells += [f"{r['finished']}/{r['seeds']}", str(r["step"] or "")]
         cells += list(_pm(r["train"]))
         if val:
@@ -156,7 +151,7 @@ def print_plan(sweep: sweeps.Sweep) -> None:
           f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) != 1)} = {len(sweep.members)} members "
           f"(threshold {sweep.threshold:g}) -> {sweep.path}", flush=True)
     for a in sweep.axes:
-        print(f"  {a.key}: {', '.join(show(v) for v in a.values)}", flush=True)
+        print(f"  {a.key}: {', '.join(sweeps.slug(v) for v in a.values)}", flush=True)
     print(f"  seeds: {', '.join(map(str, sweep.seeds))}", flush=True)
 
 

@@ -24,12 +24,9 @@ import copy
 import torch
 from torch import nn
 
+from .trainer import table_rows
+
 _THRESHOLD_BACKWARD_OUT = torch.ops.aten.threshold_backward.grad_input
-TABLE_ELEMENTS = 1 << 22  # cap on the per-round (rows × members × samples) weight table
-
-
-def table_rows(members: int, samples: int, cap: int) -> int:
-    return max(16, min(cap, TABLE_ELEMENTS // max(1, members * samples)))
 
 
 class _Stacked:
@@ -41,7 +38,7 @@ class _Stacked:
         self.M, self.C, self.dtype, self.device = len(engines), e0.C, e0.dtype, e0.device
         tr = e0.data.train
         self.N = tr.n
-        self.rows = table_rows(self.M, self.N, rows)
+        self.rows = table_rows(rows, self.M * self.N)  # the (rows × M × N) weight table
         self.buf = torch.zeros(self.rows, self.M, 3 * self.C + 1, dtype=self.dtype, device=self.device)
         self.lr = torch.tensor([e.lr for e in engines], dtype=self.dtype, device=self.device)
 

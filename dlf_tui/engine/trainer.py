@@ -53,12 +53,18 @@ def diag_columns(k: int) -> list[str]:
             + ([f"hessian_top_{i}" for i in range(k)] if k > 1 else []))
 
 
+def table_rows(cap: int, row_elements: int) -> int:
+    """Rows of a per-chunk table whose rows hold ``row_elements`` numbers: at most ``cap``,
+    at least 16, and within ``TABLE_ELEMENTS`` in all (the fused step's and the sweep's)."""
+    return max(16, min(cap, TABLE_ELEMENTS // max(1, row_elements)))
+
+
 def chunk_rows(cfg: cfgmod.Config, data: datamod.Dataset) -> int:
     """Most updates between two flushes (a flush also comes every ``flush_seconds``):
     ``flush_every``, capped for the fused step, whose per-chunk tables are rows × C × N."""
     rows = cfg.run.flush_every
     if steppers.wants_fused(cfg, data):
-        rows = max(16, min(rows, TABLE_ELEMENTS // (data.classes * data.train.n)))
+        rows = table_rows(rows, data.classes * data.train.n)
     return rows
 
 
