@@ -26,11 +26,12 @@ import time
 
 import torch
 
-from dlf_tui import config
+from dlf_tui.core import config
 from dlf_tui.engine import data as datamod
-from dlf_tui.engine import diagnostics as dg
-from dlf_tui.engine import models, steppers
-from dlf_tui.engine.schedule import Schedule
+from dlf_tui.engine.diagnostics import landscape as dg
+from dlf_tui.engine import models
+from dlf_tui.engine.steps import select as steppers
+from dlf_tui.core.schedule import Schedule
 
 DT = torch.float64
 DEV = torch.device("cpu")

@@ -72,9 +72,10 @@ def make_stepper(cfg, ds, device, total: int):
     """(run(n), rows, description): n updates of our stepper, driven per chunk as the engine does."""
     import torch
 
-    from dlf_tui.engine import models, steppers
-    from dlf_tui.engine.schedule import Schedule
-    from dlf_tui.engine.trainer import chunk_rows
+    from dlf_tui.engine import models
+    from dlf_tui.engine.steps import select as steppers
+    from dlf_tui.core.schedule import Schedule
+    from dlf_tui.engine.steps.select import chunk_rows
 
     dtype = torch.float32 if cfg.run.dtype == "float32" else torch.float64
     C = ds.classes
@@ -166,7 +167,8 @@ def timed(run, n: int, device) -> float:
 
 
 def bench_engine(cfg, runs_dir: Path, steps: int) -> tuple[float, str]:
-    from dlf_tui import config, runs
+    from dlf_tui.core import config
+    from dlf_tui.store import run as runs
 
     cfg = config.apply_overrides(cfg, [f"run.steps={steps}", "data.val_split=none",
                                        "run.checkpoint_every=0"], source="bench")
@@ -202,7 +204,7 @@ def main() -> int:
 
     import torch
 
-    from dlf_tui import config, presets
+    from dlf_tui.core import config, presets
     from dlf_tui.engine import data as datamod
     from dlf_tui.engine.trainer import resolve_device
 

@@ -13,11 +13,12 @@ import time
 
 import torch
 
-from dlf_tui import config
-from dlf_tui.engine import ckernel, models
+from dlf_tui.core import config
+from dlf_tui.engine.steps import ckernel
+from dlf_tui.engine import models
 from dlf_tui.engine import data as datamod
-from dlf_tui.engine.schedule import Schedule
-from dlf_tui.engine.steppers import FusedMLPStep
+from dlf_tui.core.schedule import Schedule
+from dlf_tui.engine.steps.select import FusedMLPStep
 
 CHUNK = 2048  # the trainer's chunk (run.flush_every)
 

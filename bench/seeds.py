@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dlf_tui import runs
+from dlf_tui.store import run as runs
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dlf_tui import runs
+from dlf_tui.store import run as runs
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlf_tui import config, runs  # noqa: E402
+from dlf_tui.core import config
+from dlf_tui.store import run as runs  # noqa: E402
 
 CONFIGS = {
     # the paper's Fig. 4 run (float64, width 100): a few thousand updates/s on a CPU core

@@ -38,10 +38,10 @@ from rich.text import Text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dlf_tui import runs  # noqa: E402
+from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
-from dlf_tui.ui.session import RunSession  # noqa: E402
-from dlf_tui.ui.widgets.chart import use_fast_plotext  # noqa: E402
+from dlf_tui.ui.session.live import RunSession  # noqa: E402
+from dlf_tui.ui.widgets.charts.base import use_fast_plotext  # noqa: E402
 
 
 def columns(C: int) -> list[str]:

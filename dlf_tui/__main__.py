@@ -1,3 +1,5 @@
-from .cli import main
+"""``python -m dlf_tui`` is the ``dlf-tui`` command."""
+
+from dlf_tui.cli.main import main
 
 main()

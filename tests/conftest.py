@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dlf_tui import config, runs
+from dlf_tui.core import config
+from dlf_tui.store import run as runs
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "spiral_fig4_jax.json"
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from dlf_tui import config
-from dlf_tui.engine import ckernel, models
+from dlf_tui.core import config
+from dlf_tui.engine.steps import ckernel
+from dlf_tui.engine import models
 from dlf_tui.engine import data as datamod
-from dlf_tui.engine.schedule import Schedule
-from dlf_tui.engine.steppers import FusedMLPStep
+from dlf_tui.core.schedule import Schedule
+from dlf_tui.engine.steps.select import FusedMLPStep
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from dlf_tui import config
-from dlf_tui.cli import app
+from dlf_tui.core import config
+from dlf_tui.cli.main import app
 
 runner = CliRunner()
 

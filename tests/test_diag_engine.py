@@ -8,8 +8,8 @@ import math
 import numpy as np
 from typer.testing import CliRunner
 
-from dlf_tui import runs
-from dlf_tui.cli import app
+from dlf_tui.store import run as runs
+from dlf_tui.cli.main import app
 
 from .conftest import tiny_config
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlf_tui import runs
-from dlf_tui.cli import app
+from dlf_tui.store import run as runs
+from dlf_tui.cli.main import app
 
 from .conftest import tiny_config
 from .test_images import image_config, write_cifar

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlf_tui import protocol, runs
-from dlf_tui.cli import app
-from dlf_tui.engine.schedule import Schedule
+from dlf_tui.wire import protocol
+from dlf_tui.store import run as runs
+from dlf_tui.cli.main import app
+from dlf_tui.core.schedule import Schedule
 
 from .conftest import tiny_config
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlf_tui import runs, sweeps
+from dlf_tui.store import run as runs, sweep as sweeps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_config  # noqa: E402
 
-from dlf_tui.engine.ensemble import SweepEngine  # noqa: E402
+from dlf_tui.engine.loops.sweep import SweepEngine  # noqa: E402
 from dlf_tui.engine.trainer import Engine  # noqa: E402
 
 
@@ -141,7 +141,7 @@ def worst_difference_metrics(a: runs.Run, b: runs.Run) -> float:
 
 
 def _engine(path: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dlf_tui.engine.ensemble", str(path), *extra],
+    return subprocess.Popen([sys.executable, "-m", "dlf_tui.engine.loops.sweep", str(path), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from dlf_tui import runs
-from dlf_tui.cli import app
+from dlf_tui.store import run as runs
+from dlf_tui.cli.main import app
 
 from .conftest import tiny_config
 

@@ -32,9 +32,11 @@ from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dlf_tui import config, protocol, runs
-from dlf_tui.cli import app
-from dlf_tui.engine.server import MAX_BUFFERED, _guess_id
+from dlf_tui.core import config
+from dlf_tui.wire import protocol
+from dlf_tui.store import run as runs
+from dlf_tui.cli.main import app
+from dlf_tui.wire.server import MAX_BUFFERED, _guess_id
 
 from .conftest import LiveRun, tiny_config
 
@@ -464,7 +466,7 @@ class Conn:
 
 def ensure_training(live: LiveRun) -> None:
     """Undo what valid fuzzed commands may have done (pause, odd parameters)."""
-    from dlf_tui import client
+    from dlf_tui.wire import client
 
     client.request(live.path, "set", {"amplitude": 10.0, "period": 50, "lr": 1.0})
     client.request(live.path, "resume")
@@ -888,7 +890,7 @@ def test_client_that_stops_reading_is_dropped_not_waited_for(engine, shared):
 def test_a_client_that_stops_reading_is_dropped_at_its_buffer_limit(tmp_path, bare_server):
     """The engine's own server class: publish far more than one client's bound to a
     client that never reads; the server drops it instead of growing or blocking."""
-    from dlf_tui.engine import server as server_mod
+    from dlf_tui.wire import server as server_mod
 
     slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -1020,7 +1022,7 @@ def test_bug_deeply_nested_toml_is_refused(tmp_path, idle_run, where):
 def bare_server(tmp_path):
     """The engine's ControlServer alone (same code and thread as in the engine, no torch):
     a poison line that kills its thread is shown without spending an engine start."""
-    from dlf_tui.engine.server import ControlServer
+    from dlf_tui.wire.server import ControlServer
 
     srv = ControlServer(tmp_path / runs.SOCKET, hello=lambda: protocol.Hello(run_id="bare"))
     srv.start()

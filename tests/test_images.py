@@ -14,11 +14,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dlf_tui import config, runs
-from dlf_tui.cli import app
+from dlf_tui.core import config
+from dlf_tui.store import run as runs
+from dlf_tui.cli.main import app
 from dlf_tui.engine import data as datamod
-from dlf_tui.engine import images, models, steppers
-from dlf_tui.engine.trainer import SetupError
+from dlf_tui.engine import images, models
+from dlf_tui.engine.steps import select as steppers
+from dlf_tui.core.errors import SetupError
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -417,7 +419,7 @@ def test_stop_and_resume_of_an_image_run_gives_the_same_metrics(finished_cifar_r
 
 
 def test_image_presets_validate_and_the_static_twin_differs_only_in_amplitude():
-    from dlf_tui import presets
+    from dlf_tui.core import presets
 
     dyn = presets.find("cifar10-myrtle5")
     static = presets.find("cifar10-myrtle5-static")

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dlf_tui import config
+from dlf_tui.core import config
 from dlf_tui.engine import data as datamod
-from dlf_tui.engine import models, steppers
-from dlf_tui.engine.schedule import Schedule, gammas, raw_weights
+from dlf_tui.engine import models
+from dlf_tui.engine.steps import select as steppers
+from dlf_tui.core.schedule import Schedule, gammas, raw_weights
 
 CPU = torch.device("cpu")
 

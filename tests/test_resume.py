@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlf_tui import runs
-from dlf_tui.cli import app
+from dlf_tui.store import run as runs
+from dlf_tui.cli.main import app
 
 from .conftest import tiny_config
 
@@ -149,7 +149,7 @@ def test_resume_refuses_live_and_finished_runs(start_run, tmp_path):
 
 
 def test_an_exception_in_the_engine_is_reported_everywhere(tmp_path, monkeypatch):
-    from dlf_tui.client import Client
+    from dlf_tui.wire.client import Client
 
     # late enough that the client below is connected before it happens (tiny runs are fast)
     monkeypatch.setenv("DLF_TUI_FAULT_AT_STEP", "150000")

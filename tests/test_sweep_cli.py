@@ -22,8 +22,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dlf_tui import cli, config, runs, sweeps
-from dlf_tui.cli import app
+from dlf_tui.cli import main as cli
+from dlf_tui.core import config
+from dlf_tui.store import run as runs, sweep as sweeps
+from dlf_tui.cli.main import app
 
 from .conftest import tiny_config
 
@@ -175,7 +177,7 @@ def test_sweep_ui_spawns_the_engine_and_opens_the_sweep_view(tmp_path, rdir, ui_
 
 
 def test_cli_side_imports_neither_torch_nor_matplotlib():
-    code = ("import sys, dlf_tui.cli, dlf_tui.sweep_headless, dlf_tui.export, dlf_tui.figure, dlf_tui.sweeps\n"
+    code = ("import sys, dlf_tui.cli.main, dlf_tui.cli.follow_sweep, dlf_tui.export.csv, dlf_tui.export.png, dlf_tui.store.sweep\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'textual'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -384,7 +386,7 @@ def test_ctl_on_a_sweep(rdir):
     one_line_error(invoke("ctl", sw.id, "set", "amplitude=3", "--runs-dir", rdir), 2, "only stop")
     one_line_error(invoke("ctl", sw.id, "stop", "--runs-dir", rdir), 1, "is not running (state finished)")
     # a live "engine": a process whose command line names dlf_tui.engine, as engine_alive checks
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dlf_tui.engine.ensemble"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dlf_tui.engine.loops.sweep"])
     try:
         runs.write_json_atomic(sw.file(runs.STATE), {"state": "running", "pid": proc.pid})
         assert sw.state()["state"] == "running"
@@ -417,7 +419,7 @@ class FakeProc:
 
 
 def test_follow_plain_lines_and_final_table(rdir, capsys):
-    from dlf_tui.sweep_headless import follow
+    from dlf_tui.cli.follow_sweep import follow
 
     sw, truth = fake_sweep(rdir)
     code = follow(sw, FakeProc(3, 0), interval=0.01, plain_every=0.01)
@@ -433,7 +435,7 @@ def test_follow_plain_lines_and_final_table(rdir, capsys):
 
 
 def test_follow_reports_a_crash(rdir, capsys):
-    from dlf_tui.sweep_headless import follow
+    from dlf_tui.cli.follow_sweep import follow
 
     sw, _ = fake_sweep(rdir, state="crashed")
     runs.write_json_atomic(sw.file(runs.STATE), {"state": "crashed", "pid": 0,
@@ -447,7 +449,7 @@ def test_follow_reports_a_crash(rdir, capsys):
 def test_live_table_fits_the_terminal(rdir):
     from rich.console import Console
 
-    from dlf_tui.sweep_headless import Snapshot, _Rate
+    from dlf_tui.cli.follow_sweep import Snapshot, _Rate
 
     sw, _ = fake_sweep(rdir, axes=("schedule.amplitude=1,2,3,4,5,6,7,8,9,10",), seeds=1)
     console = Console(width=100, record=True, file=open(os.devnull, "w"))
@@ -462,11 +464,6 @@ def test_live_table_fits_the_terminal(rdir):
 # ---------------------------------------------------------------------------
 
 
-def _engine_ready() -> bool:
-    return (Path(cli.__file__).parent / "engine" / "ensemble.py").exists()
-
-
-@pytest.mark.skipif(not _engine_ready(), reason="the sweep engine is not there yet")
 def test_tiny_real_sweep_end_to_end(tmp_path, rdir):
     preset = tmp_path / "tiny.toml"
     preset.write_text(config.to_toml(tiny_config(name="tiny")))
@@ -491,7 +488,6 @@ def test_tiny_real_sweep_end_to_end(tmp_path, rdir):
     assert line[2:] == ["finished", "2", "4/4", "100.0%"]
 
 
-@pytest.mark.skipif(not _engine_ready(), reason="the sweep engine is not there yet")
 def test_ctrl_c_stops_a_real_sweep(tmp_path, rdir):
     preset = tmp_path / "tiny.toml"
     preset.write_text(config.to_toml(tiny_config(name="tiny")))

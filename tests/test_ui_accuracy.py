@@ -16,12 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_ui_widgets as W  # noqa: E402  (its ``loaded`` helper; a module, so its tests are not re-collected)
 from test_ui_support import fake_run, isolated, sync  # noqa: E402,F401
 
-from dlf_tui import runs  # noqa: E402
+from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.history import RunHistory  # noqa: E402
-from dlf_tui.ui.widgets import chart as chart_mod  # noqa: E402
-from dlf_tui.ui.widgets.accuracy_chart import RANK_SPAN, latest, order  # noqa: E402
-from dlf_tui.ui.widgets.chart import CLASS_MARKERS  # noqa: E402
+from dlf_tui.ui.widgets.charts import base as chart_mod  # noqa: E402
+from dlf_tui.ui.widgets.charts.accuracy import RANK_SPAN, latest, order  # noqa: E402
+from dlf_tui.ui.widgets.charts.base import CLASS_MARKERS  # noqa: E402
 from dlf_tui.ui.widgets.controls import Controls  # noqa: E402
 
 

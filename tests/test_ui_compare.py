@@ -17,11 +17,11 @@ from test_ui_support import fake_run, isolated, sync  # noqa: E402,F401
 from test_ui_sweep import (append_member_rows, fake_sweep, final_acc,  # noqa: E402,F401
                            stand_in_engine, write_state)
 
-from dlf_tui import runs  # noqa: E402
+from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.screens.compare import ComparePicker, CompareScreen, run_labels  # noqa: E402
-from dlf_tui.ui.widgets.compare_chart import MAX_RUNS, CompareChart, run_style  # noqa: E402
-from dlf_tui.ui.widgets.chart import Style  # noqa: E402
+from dlf_tui.ui.widgets.charts.compare import MAX_RUNS, CompareChart, run_style  # noqa: E402
+from dlf_tui.ui.widgets.charts.base import Style  # noqa: E402
 
 
 async def compare_loaded(pilot, n_drawn: int | None = None) -> CompareScreen:
@@ -212,7 +212,7 @@ def test_compare_sessions_read_only_the_charted_columns(isolated):
     import numpy as np
 
     from dlf_tui.ui.screens.compare import KEEP
-    from dlf_tui.ui.session import RunSession
+    from dlf_tui.ui.session.live import RunSession
 
     run = fake_run(isolated / "runs", steps=3000)
     full, slim = RunSession(run), RunSession(run, keep=KEEP)

@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_ui_accuracy as A  # noqa: E402  (its helpers; a module, so its tests are not re-collected)
 from test_ui_support import fake_run, isolated, sync  # noqa: E402,F401
 
-from dlf_tui import runs  # noqa: E402
+from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.history import GAMMA_SUMMARY, SUMMARY_CLASSES  # noqa: E402
-from dlf_tui.ui.widgets.accuracy_chart import ALL_CLASSES  # noqa: E402
+from dlf_tui.ui.widgets.charts.accuracy import ALL_CLASSES  # noqa: E402
 
 
 def signals(chart) -> tuple[int, list[float]]:

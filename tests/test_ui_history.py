@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlf_tui.engine.schedule import Schedule  # pure numpy: no torch
+from dlf_tui.core.schedule import Schedule  # pure numpy: no torch
 from dlf_tui.ui import history
 from dlf_tui.ui.history import DROP, Pyramid, RunHistory, ema
 from dlf_tui.ui.timeline import Timeline

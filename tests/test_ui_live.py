@@ -13,13 +13,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_ui_support import isolated, live_run, stop_engine, sync, tiny_config, wait_for  # noqa: E402,F401
 
-from dlf_tui import config, runs  # noqa: E402
+from dlf_tui.core import config
+from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui import messages as M  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.screens.dashboard import DashboardScreen  # noqa: E402
 from dlf_tui.ui.screens.picker import PickerScreen  # noqa: E402
 from dlf_tui.ui.screens.quit_confirm import QuitScreen  # noqa: E402
-from dlf_tui.ui.session import RunSession  # noqa: E402
+from dlf_tui.ui.session.live import RunSession  # noqa: E402
 from dlf_tui.ui.widgets.controls import Controls  # noqa: E402
 from dlf_tui.ui.widgets.event_log import EventLog  # noqa: E402
 from dlf_tui.ui.widgets.status_bar import StatusBar  # noqa: E402

@@ -11,9 +11,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_ui_support import fake_run, isolated  # noqa: E402,F401
 
-from dlf_tui import protocol  # noqa: E402
+from dlf_tui.wire import protocol  # noqa: E402
 from dlf_tui.ui import messages as M  # noqa: E402
-from dlf_tui.ui.session import RunSession, guess_kind  # noqa: E402
+from dlf_tui.ui.session.live import RunSession, guess_kind  # noqa: E402
 
 
 def test_a_finished_run_opens_read_only_from_disk(isolated):

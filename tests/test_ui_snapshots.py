@@ -14,7 +14,7 @@ import pytest_textual_snapshot as pts
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_ui_support import fake_run, isolated, tiny_config  # noqa: E402,F401
 
-from dlf_tui import config, presets  # noqa: E402
+from dlf_tui.core import config, presets  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlf_tui import config, runs
+from dlf_tui.core import config
+from dlf_tui.store import run as runs
 
 TINY = ["run.steps=20000000", "model.hidden=[16]", "data.points_per_class=30",
         "schedule.period=200", "run.dtype=float32", "run.device=cpu"]

@@ -25,14 +25,15 @@ from textual.command import CommandPalette
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_ui_support import isolated, sync  # noqa: E402,F401
 
-from dlf_tui import config, runs, sweeps  # noqa: E402
+from dlf_tui.core import config
+from dlf_tui.store import run as runs, sweep as sweeps  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.screens.compare import CompareScreen  # noqa: E402
 from dlf_tui.ui.screens.help import HelpScreen, key_table  # noqa: E402
 from dlf_tui.ui.screens.picker import PickerScreen  # noqa: E402
 from dlf_tui.ui.screens.quit_confirm import ConfirmScreen  # noqa: E402
 from dlf_tui.ui.screens.sweep import SweepScreen  # noqa: E402
-from dlf_tui.ui.widgets.heatmap import Heatmap  # noqa: E402
+from dlf_tui.ui.widgets.charts.heatmap import Heatmap  # noqa: E402
 
 AMPS = (1.0, 10.0, 70.0)
 PERIODS = (100, 500)

@@ -17,7 +17,7 @@ from test_ui_support import fake_run, isolated, sync  # noqa: E402,F401
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.screens.dashboard import DashboardScreen, nudged  # noqa: E402
 from dlf_tui.ui.screens.help import HelpScreen, key_table  # noqa: E402
-from dlf_tui.ui.widgets.chart import Style  # noqa: E402
+from dlf_tui.ui.widgets.charts.base import Style  # noqa: E402
 from dlf_tui.ui.widgets.status_bar import StatusBar  # noqa: E402
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import runs
+from dlf_tui.store import run as runs
 
 
 def _fail(run_dir: Path, reason: str) -> int:
@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
                                                   "started": time.time()})
     # the other ranks import torch while this one does
     children = _start_ranks(run_dir, args.nproc, args.resume) if args.nproc > 1 else {}
-    from .trainer import Engine, SetupError  # torch is imported here, after the cheap checks
+    from dlf_tui.engine.trainer import Engine, SetupError  # torch is imported here, after the cheap checks
 
     group = None
     try:
         if args.nproc > 1:
-            from . import distributed
+            from dlf_tui.engine.loops import distributed
 
             group = distributed.launch(run_dir, args.nproc, children)
         engine = Engine(run_dir, resume=args.resume, dist=group)
@@ -114,7 +114,7 @@ def _start_ranks(run_dir: Path, world: int, resume: bool) -> dict:
 
 def _other_rank(run_dir: Path, rank: int, world: int, resume: bool) -> int:
     """Ranks 1 … N−1 (started by rank 0): follow rank 0's plans; log to their own file."""
-    from . import distributed
+    from dlf_tui.engine.loops import distributed
 
     logging.basicConfig(
         filename=run_dir / runs.RANK_LOG.format(rank=rank), level=logging.INFO,

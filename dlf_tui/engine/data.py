@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from dlf_tui.core.config import DataConfig
+from dlf_tui.core.errors import SetupError
 
 
 def make_spiral(points_per_class: int, classes: int, turns: float, noise: float,
@@ -80,27 +81,18 @@ class Dataset:
         (e.g. for diagnostics): normalised images, or ``x`` itself."""
         if self.image is None:
             return x
-        from .images import normalize
+        from dlf_tui.engine.images import normalize
 
         scale, shift = self.image.scale_shift(x.device, dtype)
         return normalize(x, scale, shift, dtype)
 
 
-def _setup_error(message: str) -> Exception:
-    # the engine turns a SetupError into a one-line start failure (imported here:
-    # trainer imports this module)
-    from .trainer import SetupError
-
-    return SetupError(message)
-
 
 def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
-    from . import images
+    from dlf_tui.engine import images
 
-    try:
-        xtr, ytr, xte, yte, names = images.read(cfg.name, cfg.root, cfg.download, cfg.verify)
-    except images.DataUnavailable as err:
-        raise _setup_error(str(err)) from None
+    # DataUnavailable is a SetupError: the engine reports it in one line
+    xtr, ytr, xte, yte, names = images.read(cfg.name, cfg.root, cfg.download, cfg.verify)
     C = len(names)
     mean, std = images.channel_stats(xtr)  # the whole official training set
     try:
@@ -141,9 +133,9 @@ def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
                                  f"{cfg.name} held-out {err}") from None
             xval, yval = xval[idx], yval[idx]
     except ValueError as err:
-        raise _setup_error(str(err)) from None
+        raise SetupError(str(err)) from None
     if cfg.batch_size > len(ytr):
-        raise _setup_error(f"data.batch_size = {cfg.batch_size}: larger than the training set "
+        raise SetupError(f"data.batch_size = {cfg.batch_size}: larger than the training set "
                            f"({len(ytr)} images)")
     aug = images.SOURCES[cfg.name].augment if cfg.augment == "auto" else cfg.augment
     spec = ImageSpec(tuple(float(v) for v in mean), tuple(float(v) for v in std),

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dlf_tui.core.errors import DataUnavailable
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,6 @@ SOURCES: dict[str, Source] = {
 }
 
 
-class DataUnavailable(RuntimeError):
-    """The data set's files are missing, unreadable or failed to download; one line."""
 
 
 def download_command(name: str, root: Path) -> str:

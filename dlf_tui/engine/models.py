@@ -16,7 +16,8 @@ import math
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from dlf_tui.core.config import ModelConfig
+from dlf_tui.core.errors import SetupError
 
 # JAX's glorot_normal draws a normal truncated at ±2σ, rescaled so that the
 # truncated distribution has the requested std; this is that constant.
@@ -128,8 +129,6 @@ def build(cfg: ModelConfig, in_features: int | tuple[int, ...], classes: int, se
             model: nn.Module = MLP(math.prod(shape), cfg.hidden, classes)
         else:
             if len(shape) != 3:
-                from .trainer import SetupError  # here: trainer imports this module
-
                 raise SetupError(f"model.kind = {cfg.kind}: a conv net needs image data (data.name = "
                                  f"cifar10, cifar100, mnist or fashion-mnist)")
             if cfg.kind in MYRTLE_STAGES:

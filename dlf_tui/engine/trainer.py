@@ -20,52 +20,22 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import config as cfgmod
-from .. import protocol, runs
-from . import data as datamod
-from . import models, steppers
-from .schedule import Schedule
-from .server import ControlServer, NullServer
+from dlf_tui.core import config as cfgmod
+from dlf_tui.wire import protocol
+from dlf_tui.store import run as runs
+from dlf_tui.engine import data as datamod
+from dlf_tui.engine import models
+from dlf_tui.engine.steps import select as steppers
+from dlf_tui.core.schedule import Schedule
+from dlf_tui.wire.server import ControlServer, NullServer
+from dlf_tui.core.errors import SetupError
+from dlf_tui.core.series import diag_columns, eval_columns, metric_columns
 
 log = logging.getLogger("dlf_tui.engine")
 
 CHECKPOINT_VERSION = 1
-TABLE_ELEMENTS = 1 << 22  # cap on the per-chunk (rows × C × N) weight table
 
 
-class SetupError(RuntimeError):
-    """The run cannot start (bad device, unreadable config …); one line."""
-
-
-def metric_columns(C: int) -> list[str]:
-    return (["step", "loss_dynamical", "loss_ce", "accuracy"]
-            + [f"accuracy_class_{i}" for i in range(C)]
-            + [f"gamma_{i}" for i in range(C)]
-            + ["amplitude", "period", "lr", "grad_norm"])
-
-
-def eval_columns(C: int) -> list[str]:
-    return ["step", "val_loss_ce", "val_accuracy"] + [f"val_accuracy_class_{i}" for i in range(C)]
-
-
-def diag_columns(k: int) -> list[str]:
-    return (["step", "hessian_lambda_max", "ntk_lambda_max", "lr", "hessian_iters", "seconds"]
-            + ([f"hessian_top_{i}" for i in range(k)] if k > 1 else []))
-
-
-def table_rows(cap: int, row_elements: int) -> int:
-    """Rows of a per-chunk table whose rows hold ``row_elements`` numbers: at most ``cap``,
-    at least 16, and within ``TABLE_ELEMENTS`` in all (the fused step's and the sweep's)."""
-    return max(16, min(cap, TABLE_ELEMENTS // max(1, row_elements)))
-
-
-def chunk_rows(cfg: cfgmod.Config, data: datamod.Dataset) -> int:
-    """Most updates between two flushes (a flush also comes every ``flush_seconds``):
-    ``flush_every``, capped for the fused step, whose per-chunk tables are rows × C × N."""
-    rows = cfg.run.flush_every
-    if steppers.wants_fused(cfg, data):
-        rows = table_rows(rows, data.classes * data.train.n)
-    return rows
 
 
 def on_stop_signals(stop: Callable[[], None]) -> None:
@@ -137,7 +107,7 @@ class Engine:
         if dist is not None:
             self.model = dist.prepare(self.model, cfg, self.data)
             self._eval_split = dist.shard_split(self.data.val)
-        self.chunk_rows = chunk_rows(cfg, self.data)
+        self.chunk_rows = steppers.chunk_rows(cfg, self.data)
         self.stepper = steppers.make(cfg, self.model, self.data, self.chunk_rows, group=dist)
         log.info("stepper: %s on %s, %s, %d threads", type(self.stepper).__name__, self.device,
                  cfg.run.dtype, torch.get_num_threads())
@@ -573,7 +543,7 @@ class Engine:
 
     # -- landscape diagnostics ------------------------------------------------------------
     def _make_diagnostics(self):
-        from .diagnostics import Diagnostics
+        from dlf_tui.engine.diagnostics.landscape import Diagnostics
 
         d = self.cfg.diagnostics
         tr = self.data.train

@@ -19,26 +19,27 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from .. import protocol, runs
-from ..client import ClientError
-from . import messages as M
-from .screens.error import ErrorScreen
-from .screens.help import HelpScreen
-from .screens.picker import PickerScreen
-from .screens.quit_confirm import QuitScreen
+from dlf_tui.wire import protocol
+from dlf_tui.store import run as runs
+from dlf_tui.wire.client import ClientError
+from dlf_tui.ui import messages as M
+from dlf_tui.ui.screens.error import ErrorScreen
+from dlf_tui.ui.screens.help import HelpScreen
+from dlf_tui.ui.screens.picker import PickerScreen
+from dlf_tui.ui.screens.quit_confirm import QuitScreen
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..sweeps import Sweep
-    from .screens.dashboard import DashboardScreen
-    from .session import RunSession
+    from dlf_tui.core.config import Config
+    from dlf_tui.store.sweep import Sweep
+    from dlf_tui.ui.screens.dashboard import DashboardScreen
+    from dlf_tui.ui.session.live import RunSession
 
 # The dashboard (numpy, plotext) is imported when first shown, so the picker's
 # first frame does not pay for it.
 
 
 def _dashboard_cls():
-    from .screens.dashboard import DashboardScreen
+    from dlf_tui.ui.screens.dashboard import DashboardScreen
 
     return DashboardScreen
 
@@ -126,7 +127,7 @@ class DlfApp(App[None]):
     def open_run(self, run: runs.Run, proc: Any = None,
                  dashboard: "DashboardScreen | None" = None) -> None:
         """Show ``run`` on the dashboard and start its event pump."""
-        from .session import RunSession
+        from dlf_tui.ui.session.live import RunSession
 
         self._close_session()
         self.starting = None
@@ -143,26 +144,26 @@ class DlfApp(App[None]):
         return _dashboard_cls()(session, self.chart_style())
 
     def chart_style(self):
-        from .widgets.chart import Style
+        from dlf_tui.ui.widgets.charts.base import Style
 
         return Style(no_color=self.monochrome, ascii=self.ascii_markers)
 
     def open_sweep(self, sweep: "Sweep") -> None:
         """The sweep view: live heatmap and summary of ``sweep`` (its engine runs apart)."""
-        from .screens.sweep import SweepScreen
+        from dlf_tui.ui.screens.sweep import SweepScreen
 
         self._close_session()
         self._show(SweepScreen(sweep, self.chart_style()))
 
     def open_compare(self, rs: "list[runs.Run]", title: str = "") -> None:
         """Overlay ``rs`` on the compare view (over the current screen; Escape returns)."""
-        from .screens.compare import CompareScreen
+        from dlf_tui.ui.screens.compare import CompareScreen
 
         self.push_screen(CompareScreen(list(rs), self.chart_style(), title=title))
 
     def action_compare_picker(self) -> None:
         """Choose runs to overlay with the one on the dashboard."""
-        from .screens.compare import ComparePicker
+        from dlf_tui.ui.screens.compare import ComparePicker
 
         current = self.session.run if self.session is not None else None
 

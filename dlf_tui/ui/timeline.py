@@ -1,7 +1,7 @@
 """Where a run is in its schedule: period number, phase, emphasised class, and
 the parameter-change markers drawn on the charts.  No textual, no torch.
 
-The engine's schedule is deterministic between edits (DESIGN §3): the phase t
+The engine's schedule is deterministic between edits (``core/schedule.py``): the phase t
 runs 0..T, then t ← 0 and the emphasised class c ← c+1.  Every live edit is
 logged with the update it applies to and the phase/class after it, so the
 clock is a chain of reference points: the start (update 1, t 0, c 0), then one
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from dlf_tui.core.schedule import phase_after_period_edit
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Timeline:
         if isinstance(phase, int) and isinstance(cls, int):
             self.rebase(step, phase, cls, new_period)
         elif "period" in changes:
-            t = min(new_period, pos.phase * (new_period + 1) // (pos.period + 1))
+            t = phase_after_period_edit(pos.phase, pos.period, new_period)
             self.rebase(step, t, pos.cls, new_period)
         self.markers.append(Marker(int(step), dict(changes)))
         self.markers.sort(key=lambda m: m.step)

@@ -24,15 +24,15 @@ from textual.widgets import Button, SelectionList, Static
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
-from ... import runs, sweeps
-from .. import fmt
-from ..session import RunSession
-from ..widgets.chart import Style
-from ..widgets.compare_chart import MAX_RUNS, CompareChart, CompareContext, run_style
-from ..widgets.footer import StableFooter
+from dlf_tui.store import run as runs, sweep as sweeps
+from dlf_tui.ui import fmt
+from dlf_tui.ui.session.live import RunSession
+from dlf_tui.ui.widgets.charts.base import Style
+from dlf_tui.ui.widgets.charts.compare import MAX_RUNS, CompareChart, CompareContext, run_style
+from dlf_tui.ui.widgets.footer import StableFooter
 
 if TYPE_CHECKING:
-    from ..app import DlfApp
+    from dlf_tui.ui.app import DlfApp
 
 REDRAW_S = 0.25
 POLL_S = 1.0  # re-read the runs' files this often (longer when reading is slow)

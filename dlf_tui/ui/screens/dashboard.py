@@ -18,22 +18,22 @@ from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Input
 
-from .. import fmt
-from .. import messages as M
-from ..session import RunSession
-from ..widgets.accuracy_chart import AccuracyChart
-from ..widgets.chart import Chart, Context, Style
-from ..widgets.controls import Controls
-from ..widgets.drop_chart import DropChart
-from ..widgets.event_log import EventLog
-from ..widgets.footer import StableFooter
-from ..widgets.loss_chart import LossChart
-from ..widgets.sharpness_chart import SharpnessChart
-from ..widgets.status_bar import StatusBar, StatusInfo
-from ..widgets.weights_chart import WeightsChart
+from dlf_tui.ui import fmt
+from dlf_tui.ui import messages as M
+from dlf_tui.ui.session.live import RunSession
+from dlf_tui.ui.widgets.charts.accuracy import AccuracyChart
+from dlf_tui.ui.widgets.charts.base import Chart, Context, Style
+from dlf_tui.ui.widgets.controls import Controls
+from dlf_tui.ui.widgets.charts.drop import DropChart
+from dlf_tui.ui.widgets.event_log import EventLog
+from dlf_tui.ui.widgets.footer import StableFooter
+from dlf_tui.ui.widgets.charts.loss import LossChart
+from dlf_tui.ui.widgets.charts.sharpness import SharpnessChart
+from dlf_tui.ui.widgets.status_bar import StatusBar, StatusInfo
+from dlf_tui.ui.widgets.charts.weights import WeightsChart
 
 if TYPE_CHECKING:
-    from ..app import DlfApp
+    from dlf_tui.ui.app import DlfApp
 
 REDRAW_S = 0.25  # chart redraw timer (only when something changed)
 REDRAW_BUDGET = 0.3  # at most this fraction of the UI thread goes to charts (slow terminals, busy CPUs)
@@ -328,7 +328,7 @@ class DashboardScreen(Screen):
         if self.session is None or not self.live:
             self.command("stop")
             return
-        from .quit_confirm import ConfirmScreen
+        from dlf_tui.ui.screens.quit_confirm import ConfirmScreen
 
         def done(yes: bool | None) -> None:
             if yes:

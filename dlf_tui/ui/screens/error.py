@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ..widgets.footer import StableFooter
+from dlf_tui.ui.widgets.footer import StableFooter
 
 
 class ErrorScreen(Screen):

@@ -17,14 +17,14 @@ from textual.validation import ValidationResult, Validator
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from ... import config as cfgmod
-from ... import presets as presetsmod
-from ... import runs, sweeps
-from .. import fmt
-from ..widgets.footer import StableFooter
+from dlf_tui.core import config as cfgmod
+from dlf_tui.core import presets as presetsmod
+from dlf_tui.store import run as runs, sweep as sweeps
+from dlf_tui.ui import fmt
+from dlf_tui.ui.widgets.footer import StableFooter
 
 if TYPE_CHECKING:
-    from ..app import DlfApp
+    from dlf_tui.ui.app import DlfApp
 
 # (form field, config key, label)
 FIELDS = (

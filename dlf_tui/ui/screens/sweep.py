@@ -25,15 +25,15 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
-from ... import runs, sweeps
-from .. import fmt
-from ..widgets.chart import Style
-from ..widgets.footer import StableFooter
-from ..widgets.heatmap import HeatCell, Heatmap
-from ..widgets.status_bar import STATE_STYLE
+from dlf_tui.store import run as runs, sweep as sweeps
+from dlf_tui.ui import fmt
+from dlf_tui.ui.widgets.charts.base import Style
+from dlf_tui.ui.widgets.footer import StableFooter
+from dlf_tui.ui.widgets.charts.heatmap import HeatCell, Heatmap
+from dlf_tui.ui.widgets.status_bar import STATE_STYLE
 
 if TYPE_CHECKING:
-    from ..app import DlfApp
+    from dlf_tui.ui.app import DlfApp
 
 POLL_S = 1.0
 COMPACT_W, COMPACT_H = 100, 30
@@ -333,7 +333,7 @@ class SweepScreen(Screen):
         self.open_cell(self.current_cell())
 
     def open_cell(self, cell: tuple) -> None:
-        from .compare import CompareScreen
+        from dlf_tui.ui.screens.compare import CompareScreen
 
         members = self.sweep.members_of(cell)
         if not members:
@@ -356,7 +356,7 @@ class SweepScreen(Screen):
         self._table_to(self.current_cell())
 
     def action_stop(self) -> None:
-        from .quit_confirm import ConfirmScreen
+        from dlf_tui.ui.screens.quit_confirm import ConfirmScreen
 
         if self.sweep.engine_pid() is None:
             state = self.sweep.state().get("state", "unknown")

@@ -12,8 +12,8 @@ from textual.message import Message
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Input, Label, Static
 
-from ... import config as cfgmod
-from .. import fmt
+from dlf_tui.core import config as cfgmod
+from dlf_tui.ui import fmt
 
 LABELS = {"amplitude": "A", "period": "T", "lr": "lr"}
 

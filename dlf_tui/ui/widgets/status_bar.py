@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.widget import Widget
 
-from .. import fmt
+from dlf_tui.ui import fmt
 
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "starting": "bold cyan",
                "stopping": "bold yellow", "stopped": "bold magenta", "finished": "bold blue",

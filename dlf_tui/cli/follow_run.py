@@ -1,0 +1,159 @@
+"""``dlf-tui run``: the engine in its own process, followed from this one.
+
+On a TTY a rich progress bar (updates/s, ETA, F, accuracy); otherwise one plain
+line per period.  Ctrl-C asks the engine to stop (it checkpoints first) and
+waits for it, so the run directory is always left readable.  No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dlf_tui.wire import protocol
+from dlf_tui.store import run as runs
+from dlf_tui.wire.client import Client, ClientError
+
+
+class _Follower:
+    def __init__(self, total: int, start_step: int, tty: bool, console: Console):
+        self.total = total
+        self.tty = tty
+        self.console = console
+        self.step = start_step
+        self.last: dict[str, float] = {}
+        self.rate = 0.0
+        self.next_line = None  # step at which the next plain line is due
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> "_Follower":
+        if self.tty:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>8} upd/s"), TimeRemainingColumn(),
+                TextColumn("F {task.fields[F]}  CE {task.fields[CE]}  acc {task.fields[acc]}"),
+                console=self.console, transient=False, refresh_per_second=8)
+            self.progress.__enter__()
+            self.task = self.progress.add_task("training", total=self.total, completed=self.step,
+                                               rate="-", F="-", CE="-", acc="-")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def metrics(self, msg: protocol.Metrics) -> None:
+        if msg.rows == 0:
+            return
+        arr = msg.array()
+        cols = msg.columns
+        self.last = dict(zip(cols, (float(v) for v in arr[-1])))
+        self.step = int(self.last["step"])
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.step, rate=f"{self.rate:,.0f}",
+                                 F=f"{self.last['loss_dynamical']:.4g}",
+                                 CE=f"{self.last['loss_ce']:.4g}",
+                                 acc=f"{self.last['accuracy']:.3f}")
+            return
+        # plain output: one line per period (T+1 updates), and a first line early
+        si, pi = cols.index("step"), cols.index("period")
+        for row in arr:
+            s = int(row[si])
+            if self.next_line is None:
+                self.next_line = s + int(row[pi])
+            if s >= self.next_line or s == self.total:
+                self.next_line = s + int(row[pi]) + 1
+                r = dict(zip(cols, (float(v) for v in row)))
+                print(f"update {s}/{self.total}  period {math.ceil(s / (r['period'] + 1))}  "
+                      f"F {r['loss_dynamical']:.5g}  CE {r['loss_ce']:.5g}  "
+                      f"acc {r['accuracy']:.3f}  {self.rate:,.0f} upd/s", flush=True)
+
+    SHOWN = ("set", "static_tail", "diverged", "rollback", "edge_of_stability", "error")
+
+    def log(self, msg: protocol.Log) -> None:
+        if msg.level in ("warning", "error") or msg.kind in self.SHOWN:
+            text = f"[{msg.level}] update {msg.step}: {msg.message}"
+            if self.progress is not None:
+                self.progress.console.print(text, markup=False, highlight=False)
+            else:
+                print(text, flush=True)
+
+
+def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1) -> int:
+    console = Console(stderr=False)
+    tty = sys.stdout.isatty()
+    proc = runs.spawn_engine(run, resume=resume, nproc=nproc)
+    try:
+        runs.wait_until_listening(run, proc)
+        client = Client.connect(run.path)
+    except (runs.RunError, ClientError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        proc.wait()
+        return 2 if proc.returncode == 2 else 1
+    hello = client.hello
+    total = int(hello.params.get("total", 0))
+    print(f"run {run.id}: {hello.config.get('name')} on {hello.params.get('device')}, "
+          f"{total} updates -> {run.path}", flush=True)
+    t0 = time.monotonic()
+    interrupted = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        if interrupted:  # a second Ctrl-C: stop waiting, the engine still stops itself
+            raise KeyboardInterrupt
+        interrupted = True
+        try:
+            client.send("stop")
+        except ClientError:
+            pass
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with _Follower(total, hello.metrics_rows, tty, console) as f:
+            for msg in client.messages():
+                if isinstance(msg, protocol.Metrics):
+                    f.metrics(msg)
+                elif isinstance(msg, protocol.State):
+                    f.rate = msg.rate or f.rate
+                elif isinstance(msg, protocol.Log):
+                    f.log(msg)
+    except (ClientError, KeyboardInterrupt) as err:
+        if isinstance(err, ClientError):
+            print(f"error: {err}", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        client.close()
+    try:
+        code = proc.wait(timeout=60)
+    except Exception:  # noqa: BLE001 - report and leave the engine to finish on its own
+        print("engine still shutting down; see `dlf-tui runs`", file=sys.stderr)
+        return 1
+    wall = time.monotonic() - t0
+    _summary(run, wall, interrupted)
+    return 0 if code == 0 else 1
+
+
+def _summary(run: runs.Run, wall: float, interrupted: bool) -> None:
+    st = run.state()
+    last = run.last_row()
+    lastv = run.last_row("eval")
+    state = st.get("state", "?")
+    print(f"\n{state}: {run.id}  ({wall:.1f} s wall, steady {st.get('rate', 0):,.0f} updates/s)")
+    if st.get("reason"):
+        print(f"  reason: {st['reason']}")
+    if last:
+        C = sum(k.startswith("accuracy_class_") for k in last)
+        per = " ".join(f"{last[f'accuracy_class_{i}']:.3f}" for i in range(C))
+        print(f"  update {int(last['step'])}/{st.get('total', '?')}: F {last['loss_dynamical']:.5g}  "
+              f"CE {last['loss_ce']:.5g}  accuracy {last['accuracy']:.4f}  (per class {per})")
+    if lastv:
+        print(f"  held-out at update {int(lastv['step'])}: CE {lastv['val_loss_ce']:.5g}  "
+              f"accuracy {lastv['val_accuracy']:.4f}")
+    print(f"  run directory: {run.path}")

@@ -1,0 +1,1 @@
+"""Landscape diagnostics: Hessian and NTK top eigenvalues by Lanczos."""

@@ -1,0 +1,1 @@
+"""Drivers of a run: one process, several ranks, a sweep's members."""

@@ -1,0 +1,543 @@
+"""One run, several processes: data-parallel training with DistributedDataParallel.
+
+``python -m dlf_tui.engine RUN_DIR --nproc N`` (``dlf-tui run PRESET --nproc N``)
+starts rank 0, the ordinary engine: its pid is in ``state.json``, it owns the
+run directory, the control socket, events and checkpoints.  Rank 0 starts ranks
+1 … N−1 itself (``--rank R``, children in its process group, each logging to
+``engine-rank<R>.log``); they meet through a ``torch.distributed.FileStore`` in
+the run directory (no port to choose).  Backend gloo on the CPU, nccl on CUDA
+(rank r on cuda:first+r).
+
+The ranks compute what one process computes.  Each takes rows lo:hi of every
+global batch (the full batch, or each mini-batch of the permutation that every
+rank draws alike from the same seeded generator) with the loss
+Σ Γ[y]·CE · N / (global batch size); DDP averages the N ranks' gradients, so the
+update is the gradient of the global mean loss whatever the shard sizes.  The
+chunk's statistic rows and held-out sums are summed over the ranks by one
+all_reduce per flush (never per update).  The fused and C-kernel steps are
+single-process: N > 1 always trains through autograd.  Batch norm becomes
+SyncBatchNorm on CUDA (global batch statistics); on the CPU each rank normalises
+with its own share (logged: not exactly the single-process result).
+
+Γ is the same on every rank because rank 0 plans every chunk: before each
+chunk it broadcasts one small JSON plan (one collective) — the chunk length,
+the step, lr, the schedule's state, a checkpoint to load (rollback), stop — and
+every rank applies it before its first update.  Live edits therefore reach all
+ranks at the same update.  While paused, rank 0 broadcasts an empty plan every
+``HEARTBEAT_S``.  Divergence is detected from the summed rows and the (identical)
+parameters, so every rank replays and stops at the same update.
+
+Failure: a watchdog thread in rank 0 polls its children; when one dies the run
+ends as crashed with the rank's own reason (rank 0's collective fails, or after
+``GRACE_S`` the watchdog ends rank 0 itself).  The other ranks die with rank 0
+(``PR_SET_PDEATHSIG`` and a parent watch) and ignore SIGTERM/SIGINT: rank 0
+decides when the run stops, and tells them.
+
+Every rank writes ``rank-<R>.json`` when it ends (final step, SHA-256 of the Γ
+rows it trained with — those kept since ``gamma_from``, the last resume or
+rollback, and all of them — and of its parameters) so the agreement can be checked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+from dlf_tui.core import config as cfgmod
+from dlf_tui.store import run as runs
+from dlf_tui.engine.data import Split
+from dlf_tui.core.schedule import Schedule
+from dlf_tui.engine.trainer import Engine, SetupError, resolve_device
+
+log = logging.getLogger("dlf_tui.engine")
+
+PLAN_BYTES = 8192  # one chunk's plan, JSON, zero-padded
+TIMEOUT = datetime.timedelta(minutes=30)  # a collective waiting longer than this fails
+HEARTBEAT_S = 0.5  # a paused rank 0 still broadcasts (empty) plans this often
+GRACE_S = 5.0  # a dead rank: time for rank 0's collective to fail before the watchdog ends it
+FIRST_CHUNK = 16  # updates in the first planned chunk; then sized to ``flush_seconds``
+
+
+def record_name(rank: int) -> str:
+    return f"rank-{rank}.json"
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows lo:hi of a batch of ``n`` that rank ``rank`` of ``world`` trains on."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+def rank_devices(name: str, world: int) -> list[torch.device]:
+    """The device of each rank: the CPU for all, or cuda:first+r for rank r."""
+    base = resolve_device(name)
+    if base.type == "cpu":
+        return [base] * world
+    if base.type != "cuda":
+        raise SetupError(f"--nproc {world}: run.device = {name} is not supported (cpu or cuda)")
+    first, count = base.index or 0, torch.cuda.device_count()
+    if first + world > count:
+        raise SetupError(f"--nproc {world} on {base}: needs {world} CUDA devices from "
+                         f"cuda:{first}, this machine has {count}")
+    return [torch.device("cuda", first + r) for r in range(world)]
+
+
+def _params_sha256(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Group:
+    """This process's place in a run of ``world`` ranks, and the collectives it needs."""
+
+    def __init__(self, run_dir: Path, rank: int, world: int, device: torch.device):
+        self.dir = Path(run_dir)
+        self.rank, self.world, self.device = rank, world, device
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+        self.children: dict[int, subprocess.Popen] = {}  # rank 0: rank → process
+        self.closing = False  # rank 0: the other ranks are told to stop (or are being stopped)
+        self.failure = ""  # rank 0: why a rank died
+        self.on_failure: Callable[[str], None] = self._failed_before_start
+        self.ctl = None  # the process group plans travel on (None: the default group)
+        self.solo = None  # a group of rank 0 alone (diagnostics through SyncBatchNorm)
+        self._syncbn: list[nn.SyncBatchNorm] = []
+        self._plan = torch.zeros(PLAN_BYTES, dtype=torch.uint8)
+        self._pending_load: str | None = None
+        self._gamma = hashlib.sha256()  # Γ rows of the updates kept since ``gamma_from``
+        self._gamma_all = hashlib.sha256()  # Γ rows of every chunk trained, rolled back or not
+        self.gamma_from = 1
+
+    # -- start --------------------------------------------------------------------------
+    def _init(self) -> None:
+        cuda = self.device.type == "cuda"
+        store = tdist.FileStore(str(self.dir / runs.RENDEZVOUS), self.world)
+        extra: dict[str, Any] = {}
+        if cuda:
+            torch.cuda.set_device(self.device)
+            extra["device_id"] = self.device
+        tdist.init_process_group(self.backend, store=store, rank=self.rank,
+                                 world_size=self.world, timeout=TIMEOUT, **extra)
+        if cuda:  # plans are small CPU tensors; diagnostics may need rank 0 alone
+            self.ctl = tdist.new_group(backend="gloo", timeout=TIMEOUT)
+            self.solo = tdist.new_group([0])
+        log.info("rank %d of %d on %s (%s)", self.rank, self.world, self.device, self.backend)
+
+    def describe(self) -> str:
+        dev = (str(self.device) if self.device.type == "cpu"
+               else f"cuda:{self.device.index}-{self.device.index + self.world - 1}")
+        return f"{dev}, {self.world} ranks ({self.backend})"
+
+    def pids(self) -> list[int]:
+        return [os.getpid()] + [p.pid for _, p in sorted(self.children.items())]
+
+    # -- what the engine asks of it --------------------------------------------------------
+    def bounds(self, n: int) -> tuple[int, int]:
+        return shard_bounds(n, self.rank, self.world)
+
+    def shard_split(self, split: Split | None) -> Split | None:
+        """This rank's rows of a held-out split (their sums are added over the ranks)."""
+        if split is None:
+            return None
+        lo, hi = self.bounds(split.n)
+        return Split(split.x[lo:hi], split.y[lo:hi])
+
+    def prepare(self, model: nn.Module, cfg: cfgmod.Config, data) -> nn.Module:
+        _check_batch(cfg, self.world, data.train.n)
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self._syncbn = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
+                log.info("batch norm: SyncBatchNorm (statistics of the global batch)")
+            else:
+                log.warning("batch norm on the CPU: each rank normalises with the statistics of "
+                            "its own share of the batch (SyncBatchNorm needs CUDA), so %d ranks "
+                            "do not compute exactly what one process computes", self.world)
+        return model
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        # buffers (batch norm's running statistics): rank 0's before every forward,
+        # unless SyncBatchNorm keeps them equal on every rank already
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            forward_sync_buffers=not self._syncbn)
+        return ddp
+
+    @contextmanager
+    def alone(self):
+        """Rank 0 computes something by itself (diagnostics): SyncBatchNorm must not
+        wait for the other ranks meanwhile."""
+        if not self._syncbn:
+            yield
+            return
+        old = [m.process_group for m in self._syncbn]
+        for m in self._syncbn:
+            m.process_group = self.solo
+        try:
+            yield
+        finally:
+            for m, g in zip(self._syncbn, old):
+                m.process_group = g
+
+    def reduce_chunk(self, rows: torch.Tensor, evals: list[tuple[int, torch.Tensor]]
+                     ) -> tuple[np.ndarray, list[tuple[int, torch.Tensor]]]:
+        """Statistic rows and held-out sums, summed over the ranks: one all_reduce
+        and one ``.cpu()`` per flush.  ‖g‖ (the last column) is the same on every
+        rank (the gradients are already summed) and is counted once."""
+        flat = torch.cat([rows.reshape(-1)] + [e.reshape(-1) for _, e in evals])
+        if self.rank:
+            flat[: rows.numel()].view(rows.shape)[:, -1] = 0
+        tdist.all_reduce(flat)
+        host = flat.cpu().numpy().astype(np.float64)  # the one host sync
+        n = rows.numel()
+        raw = host[:n].reshape(tuple(rows.shape))
+        out, off = [], n
+        for s, e in evals:
+            out.append((s, torch.from_numpy(host[off: off + e.numel()].reshape(tuple(e.shape)))))
+            off += e.numel()
+        return raw, out
+
+    def note_rows(self, rows: np.ndarray, C: int) -> None:
+        """Fold the chunk's Γ columns into this rank's checksums."""
+        data = np.ascontiguousarray(rows[:, 4 + C: 4 + 2 * C]).tobytes()
+        self._gamma.update(data)
+        self._gamma_all.update(data)
+
+    def loaded(self, engine: Engine, path: Path) -> None:
+        """A checkpoint was loaded (resume, rollback): the other ranks load it too."""
+        self._pending_load = path.name
+        self._gamma = hashlib.sha256()
+        self.gamma_from = engine.step + 1
+
+    def write_record(self, engine: Engine) -> None:
+        runs.write_json_atomic(self.dir / record_name(self.rank), {
+            "rank": self.rank, "world": self.world, "pid": os.getpid(), "device": str(self.device),
+            "step": engine.step, "lr": engine.lr, "schedule": engine.schedule.state_dict(),
+            "gamma_from": self.gamma_from, "gamma_sha256": self._gamma.hexdigest(),
+            "gamma_all_sha256": self._gamma_all.hexdigest(),
+            "params_sha256": _params_sha256(engine.model)})
+
+    # -- plans --------------------------------------------------------------------------------
+    def _broadcast(self, plan: dict | None) -> dict:
+        buf = self._plan
+        if plan is not None:
+            data = json.dumps(plan).encode()
+            if len(data) > PLAN_BYTES:
+                raise RuntimeError(f"chunk plan too long ({len(data)} bytes)")
+            buf.zero_()
+            buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        tdist.broadcast(buf, src=0, group=self.ctl)
+        if plan is not None:
+            return plan
+        return json.loads(buf.numpy().tobytes().rstrip(b"\0"))
+
+    def lead(self, e: Engine) -> None:
+        """Rank 0's loop: apply the commands, plan a chunk, broadcast it, train it."""
+        self._pending_load = None  # a resume was loaded by every rank at start
+        flush_s = e.cfg.run.flush_seconds
+        clock = time.perf_counter
+        k_next = FIRST_CHUNK
+        while True:
+            e._apply_commands()
+            stop = e.stop_requested or e.step >= e.total
+            k = 0 if stop or e.paused else min(k_next, e._chunk_len())
+            self._broadcast({"k": k, "stop": stop, "step": e.step, "lr": e.lr,
+                             "schedule": e.schedule.state_dict(), "load": self._pending_load})
+            self._pending_load = None
+            if stop:
+                break
+            if not k:
+                e.server.wakeup.wait(HEARTBEAT_S)
+                e.server.wakeup.clear()
+                continue
+            t0 = clock()
+            e._train_chunk(k, early=False)
+            # the next chunk lasts about flush_seconds (commands wait at most that long)
+            k_next = max(1, min(e.chunk_rows, 2 * k, int(k * flush_s / max(clock() - t0, 1e-9))))
+        self.closing = True
+        self._join_children(60.0)
+        self.write_record(e)
+        self._close()
+
+    def follow(self, e: "Worker") -> None:
+        """A rank > 0: do what rank 0's plans say, chunk by chunk."""
+        while True:
+            plan = self._broadcast(None)
+            if plan["load"]:
+                e._load_checkpoint(e.dir / runs.CHECKPOINTS / plan["load"])
+            e.schedule = Schedule.from_state_dict(plan["schedule"])
+            if plan["lr"] != e.lr:
+                e.lr = plan["lr"]
+                e.stepper.set_lr(e.lr)
+            if plan["step"] != e.step:
+                raise RuntimeError(f"rank {self.rank} is at update {e.step}, "
+                                   f"rank 0 at {plan['step']}")
+            if plan["stop"]:
+                break
+            if plan["k"]:
+                e._train_chunk(plan["k"], early=False)
+        self.write_record(e)
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            tdist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+        if self.rank == 0:
+            try:
+                (self.dir / runs.RENDEZVOUS).unlink()
+            except OSError:
+                pass
+
+    # -- rank 0: the other ranks' processes ------------------------------------------------------
+    def _adopt(self, children: dict[int, subprocess.Popen]) -> None:
+        self.children = dict(children)
+        threading.Thread(target=self._watch, name="rank-watchdog", daemon=True).start()
+
+    def _story(self, rank: int, proc: subprocess.Popen) -> str:
+        code = proc.returncode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"rank {rank} (pid {proc.pid}) was killed by {name}"
+        why = ""  # the rank's own one-line reason: the last ``error:`` line of its log
+        try:
+            log_file = self.dir / runs.RANK_LOG.format(rank=rank)
+            lines = log_file.read_text(errors="replace").splitlines()
+            why = next((ln[7:] for ln in reversed(lines) if ln.startswith("error: ")), "")
+        except OSError:
+            pass
+        return (f"rank {rank} (pid {proc.pid}) exited with status {code}"
+                + (f": {why}" if why else ""))
+
+    def _dead(self) -> str:
+        for r, p in sorted(self.children.items()):
+            if p.poll() is not None:
+                return self._story(r, p)
+        return ""
+
+    def _watch(self) -> None:
+        while not self.closing:
+            time.sleep(0.2)
+            if self.closing:
+                return
+            story = self._dead()
+            if not story:
+                continue
+            self.failure = story
+            log.error("%s", story)
+            deadline = time.monotonic() + GRACE_S
+            while time.monotonic() < deadline:
+                if self.closing:  # the main thread saw it and ends the run itself
+                    return
+                time.sleep(0.05)
+            # rank 0 is stuck in a collective with a dead rank: end the run from here
+            self.closing = True
+            self._kill_children()
+            try:
+                self.on_failure(story)
+            except Exception:  # noqa: BLE001 - the process ends either way
+                log.error("while reporting the failure:\n%s", traceback.format_exc())
+            logging.shutdown()
+            os._exit(1)
+
+    def _failed_before_start(self, reason: str) -> None:
+        runs.write_json_atomic(self.dir / runs.STATE, {
+            "state": "crashed", "pid": os.getpid(), "reason": reason, "ended": time.time(),
+            "nproc": self.world, "ranks": self.pids()})
+
+    def _kill_children(self) -> None:
+        for p in self.children.values():
+            if p.poll() is None:
+                try:
+                    p.kill()
+                except OSError:
+                    pass
+        for p in self.children.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+                pass
+
+    def _join_children(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for r, p in sorted(self.children.items()):
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("rank %d did not stop; killed", r)
+        self._kill_children()
+        for r, p in sorted(self.children.items()):
+            if p.returncode:
+                log.warning("%s", self._story(r, p))
+
+    def abort(self, line: str) -> str:
+        """Rank 0 failed (or a rank died): stop the other ranks; the one-line reason."""
+        self.closing = True
+        story = self.failure
+        deadline = time.monotonic() + 1.0  # a collective can fail a moment before the poll sees why
+        while not story and self.children and time.monotonic() < deadline:
+            story = self._dead()
+            if not story:
+                time.sleep(0.05)
+        self._kill_children()
+        return story or line
+
+
+class _NullSeries:
+    """A series writer that writes nothing (ranks > 0: rank 0 owns the files)."""
+
+    rows = 0
+
+    def __init__(self, columns: list[str]):
+        self.columns = list(columns)
+
+    def append(self, array: Any) -> int:
+        return 0
+
+    def truncate(self, rows: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Worker(Engine):
+    """Rank r > 0: the same model, data and schedule as rank 0, its share of every
+    batch, chunks as rank 0 plans them.  It writes nothing to the run directory but
+    ``rank-<r>.json`` (its log is ``engine-rank<r>.log``)."""
+
+    def __init__(self, run_dir: Path, resume: bool, dist: Group):
+        super().__init__(run_dir, resume=resume, serve=False, dist=dist)
+        self.diag_opts["enabled"] = False  # rank 0's business
+
+    def _open_outputs(self) -> None:
+        from dlf_tui.core.series import diag_columns, eval_columns, metric_columns
+
+        self.metrics = _NullSeries(metric_columns(self.C))
+        self.evals = _NullSeries(eval_columns(self.C))
+        self.diags = _NullSeries(diag_columns(self.cfg.diagnostics.k))
+        self.events = open(os.devnull, "w", encoding="utf-8")
+
+    def event(self, kind: str, message: str, step: int | None = None, **extra: Any) -> None:
+        log.info("[%s] rank %d: %s", kind, self.dist.rank, message)
+
+    def _write_state(self, state: str, reason: str = "") -> None:
+        self.state = state
+
+    def checkpoint(self, reason: str) -> Path:  # rank 0 writes checkpoints
+        return self.dir / runs.CHECKPOINTS / f"step-{self.step:09d}.pt"
+
+    def _flush(self, rows: np.ndarray, evals: list) -> None:
+        pass
+
+    def _flush_diags(self, diags: list) -> None:
+        pass
+
+    def run(self) -> int:
+        try:
+            self.dist.follow(self)
+        except BaseException as err:  # noqa: BLE001 - report, exit non-zero: rank 0 notices
+            line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".strip()
+            log.error("rank %d crashed:\n%s", self.dist.rank, traceback.format_exc())
+            print(f"error: {line}", file=sys.stderr, flush=True)
+            return 1
+        return 0
+
+
+# ---------------------------------------------------------------------------
+# Starting a rank
+# ---------------------------------------------------------------------------
+
+
+def _config(run_dir: Path) -> cfgmod.Config:
+    try:
+        return cfgmod.load(run_dir / runs.CONFIG)
+    except cfgmod.ConfigError as err:
+        raise SetupError(str(err)) from None
+
+
+def _check_batch(cfg: cfgmod.Config, world: int, n_train: int) -> None:
+    """Every rank needs at least one sample of every batch."""
+    d = cfg.data
+    n = d.batch_size or n_train
+    if world > n:
+        what = "mini-batch (data.batch_size)" if d.batch_size else "training set"
+        raise SetupError(f"--nproc {world}: more ranks than samples in the {what}: {n}")
+
+
+def launch(run_dir: Path, world: int, children: dict[int, subprocess.Popen]) -> Group:
+    """Rank 0: watch ranks 1 … world−1 (``children``, started by ``__main__`` while
+    this process imported torch) and meet them (raises ``SetupError``)."""
+    g = None
+    try:
+        devices = rank_devices(_config(run_dir).run.device, world)
+        g = Group(run_dir, 0, world, devices[0])
+        g._adopt(children)
+        g._init()
+    except BaseException:
+        if g is None:
+            g = Group(run_dir, 0, world, torch.device("cpu"))
+            g.children = dict(children)
+        g.closing = True
+        g._kill_children()
+        raise
+    return g
+
+
+
+def join(run_dir: Path, rank: int, world: int) -> Group:
+    """Rank > 0: follow the parent (rank 0) in life and death, meet the others."""
+    _follow_parent()
+    devices = rank_devices(_config(run_dir).run.device, world)
+    g = Group(run_dir, rank, world, devices[rank])
+    g._init()
+    return g
+
+
+def _follow_parent() -> None:
+    """Die with rank 0, and leave stopping to it: SIGTERM/SIGINT to the whole
+    process group (``kill -TERM -PGID``, a closed terminal) must stop the run
+    cleanly, which only rank 0 can do (it tells the others at the next chunk)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:  # where prctl is missing: poll
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # pragma: no cover - rank 0 died before prctl
+        os._exit(1)

@@ -1,0 +1,1 @@
+"""One training update, several ways: fused MLP, C kernel, autograd, stacked members; and choosing one."""

@@ -1,0 +1,366 @@
+"""The run directory: its layout, and reading/writing what it holds.  No torch.
+
+``runs/<YYYYmmdd-HHMMSS>-<preset>/`` (mode 0700) holds:
+
+- ``config.toml``   the fully resolved config
+- ``state.json``    {state, pid, step, total, started, ended, reason, rate}
+- ``metrics.bin``   one row per update, float64, columns in ``metrics.json``
+- ``eval.bin``      one row per held-out evaluation, columns in ``eval.json``
+- ``diag.bin``      one row per landscape diagnostic (Hessian/NTK λ_max), ``diag.json``
+- ``events.jsonl``  every parameter change, pause, checkpoint, error, with its step
+- ``checkpoints/``, ``engine.log``, ``control.sock`` (0600, while the engine runs)
+- with ``--nproc N``: ``engine-rank<R>.log`` and ``rank-<R>.json`` of each rank
+  (``engine/distributed.py``)
+
+Series files are append-only fixed-size records: a reader ignores a torn last
+record (a write cut by ``kill -9``), so every flushed row stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from dlf_tui.core.errors import RunError
+
+CONFIG = "config.toml"
+STATE = "state.json"
+EVENTS = "events.jsonl"
+SOCKET = "control.sock"
+LOG = "engine.log"
+RANK_LOG = "engine-rank{rank}.log"  # ranks 1 … N−1 of a run across N processes
+RENDEZVOUS = "rendezvous.store"  # where the N processes meet (a torch FileStore)
+CHECKPOINTS = "checkpoints"
+LIVE_STATES = ("starting", "running", "paused", "stopping")
+
+
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("DLF_TUI_RUNS_DIR", "runs"))
+
+
+# ---------------------------------------------------------------------------
+# Creating
+# ---------------------------------------------------------------------------
+
+
+def new_run_dir(runs_dir: Path, preset: str) -> Path:
+    """Create a fresh run directory (0700) with a unique, sortable id."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in preset)[:40] or "run"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create runs directory {runs_dir}: {err.strerror}") from None
+    if not os.access(runs_dir, os.W_OK | os.X_OK):
+        raise RunError(f"runs directory {runs_dir} is not writable")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        name = f"{stamp}-{safe}" if n == 0 else f"{stamp}-{safe}-{n}"
+        path = runs_dir / name
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise RunError(f"cannot create run directory {path}: {err.strerror}") from None
+        os.chmod(path, 0o700)
+        return path
+    raise RunError(f"too many runs named {stamp}-{safe} in {runs_dir}")  # pragma: no cover
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class SeriesWriter:
+    """Appends float64 rows to ``<name>.bin``; the column list goes to ``<name>.json``."""
+
+    def __init__(self, run_dir: Path, name: str, columns: list[str]):
+        self.path = run_dir / f"{name}.bin"
+        self.columns = list(columns)
+        self.width = len(columns) * 8
+        meta = run_dir / f"{name}.json"
+        if meta.exists():
+            old = json.loads(meta.read_text())["columns"]
+            if old != self.columns:
+                raise RunError(f"{meta}: columns changed ({old} → {self.columns})")
+        else:
+            write_json_atomic(meta, {"columns": self.columns, "dtype": "<f8"})
+        # Drop a torn record left by a crash, so appends stay aligned.
+        size = self.path.stat().st_size if self.path.exists() else 0
+        self.rows = size // self.width
+        self.fh = open(self.path, "ab")
+        if size != self.rows * self.width:
+            self.fh.truncate(self.rows * self.width)
+
+    def append(self, array: Any) -> int:
+        """Append a (rows × columns) float64 array; returns the row index of its first row."""
+        start = self.rows
+        self.fh.write(array.astype("<f8", copy=False).tobytes())
+        self.fh.flush()
+        self.rows += int(array.shape[0])
+        return start
+
+    def truncate(self, rows: int) -> None:
+        """Keep only the first ``rows`` rows (resume from a checkpoint)."""
+        self.fh.flush()
+        self.fh.truncate(rows * self.width)
+        self.rows = min(self.rows, rows)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    path: Path
+    # a series' columns never change once written (SeriesWriter refuses it): read them once
+    _columns: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- config and state ------------------------------------------------------
+    def config_doc(self) -> dict[str, Any]:
+        import tomllib
+
+        try:
+            return tomllib.loads(self.file(CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise RunError(f"{self.path}: unreadable config.toml: {err}") from None
+
+    def config(self):
+        from dlf_tui.core import config
+
+        return config.load(self.file(CONFIG))
+
+    def raw_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.file(STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def state(self) -> dict[str, Any]:
+        """``state.json`` with ``state`` corrected to ``crashed`` when the engine
+        that claimed to be live is gone."""
+        st = self.raw_state()
+        if not st:
+            st = {"state": "crashed" if self.file(CONFIG).exists() else "unknown"}
+            st["reason"] = "no state.json (the engine never started)"
+        if st.get("state") in LIVE_STATES and not engine_alive(st.get("pid")):
+            st = dict(st, state="crashed", reason=st.get("reason") or "engine process is gone")
+        return st
+
+    def is_live(self) -> bool:
+        return self.state().get("state") in LIVE_STATES
+
+    # -- series ----------------------------------------------------------------
+    def columns(self, name: str = "metrics") -> list[str]:
+        cols = self._columns.get(name)
+        if cols is None:
+            try:
+                cols = list(json.loads(self.file(f"{name}.json").read_text())["columns"])
+            except (OSError, ValueError, KeyError):
+                return []  # not written yet: ask again next time
+            self._columns[name] = cols
+        return list(cols)
+
+    def rows(self, name: str = "metrics") -> int:
+        cols = self.columns(name)
+        try:
+            size = self.file(f"{name}.bin").stat().st_size
+        except OSError:
+            return 0
+        return size // (8 * len(cols)) if cols else 0
+
+    def read(self, name: str = "metrics", start: int = 0, stop: int | None = None):
+        """Rows ``start..stop-1`` as a numpy (rows × columns) array (torn tail ignored)."""
+        import numpy as np
+
+        cols = self.columns(name)
+        if not cols:
+            return np.empty((0, 0))
+        total = self.rows(name)
+        stop = total if stop is None else min(stop, total)
+        start = max(0, min(start, stop))
+        with open(self.file(f"{name}.bin"), "rb") as fh:
+            fh.seek(start * 8 * len(cols))
+            data = np.fromfile(fh, dtype="<f8", count=(stop - start) * len(cols))
+        return data.reshape(-1, len(cols))
+
+    def last_row(self, name: str = "metrics") -> dict[str, float]:
+        n = self.rows(name)
+        if n == 0:
+            return {}
+        row = self.read(name, n - 1, n)[0]
+        return dict(zip(self.columns(name), (float(v) for v in row)))
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        try:
+            with open(self.file(EVENTS), encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue  # a torn last line after a crash
+                    if isinstance(ev, dict):
+                        out.append(ev)
+        except OSError:
+            pass
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        st = self.state()
+        last = self.last_row()
+        try:
+            doc = self.config_doc()
+        except RunError:
+            doc = {}
+        total = st.get("total") or doc.get("run", {}).get("steps", 0)
+        return {
+            "id": self.id,
+            "preset": doc.get("name", "?"),
+            "state": st.get("state", "unknown"),
+            "step": int(last.get("step", 0)),
+            "total": int(total or 0),
+            "accuracy": last.get("accuracy"),
+            "reason": st.get("reason", ""),
+            "started": st.get("started"),
+        }
+
+
+def engine_alive(pid: Any) -> bool:
+    """True if ``pid`` is a live dlf-tui engine process."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read()
+        if b"dlf_tui.engine" not in cmd:
+            return False
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[-1].split()[0]
+        return state != b"Z"  # a zombie has exited
+    except OSError:
+        return True  # no /proc: trust the signal probe
+
+
+def list_runs(runs_dir: Path) -> list[Run]:
+    """Runs under ``runs_dir``, oldest first."""
+    if not runs_dir.is_dir():
+        return []
+    return sorted(
+        (Run(p) for p in runs_dir.iterdir() if p.is_dir() and (p / CONFIG).exists()),
+        key=lambda r: r.id,
+    )
+
+
+def resolve(spec: str | None, runs_dir: Path) -> Run:
+    """A run from a directory path, an id (or unique id prefix) under ``runs_dir``,
+    or ``None``/``latest`` for the most recent."""
+    if spec in (None, "", "latest"):
+        runs = list_runs(runs_dir)
+        if not runs:
+            raise RunError(f"no runs under {runs_dir}")
+        return runs[-1]
+    path = Path(spec)
+    if (path / CONFIG).exists():
+        return Run(path)
+    cand = runs_dir / spec
+    if (cand / CONFIG).exists():
+        return Run(cand)
+    matches = [r for r in list_runs(runs_dir) if r.id.startswith(spec)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise RunError(f"run {spec!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
+    raise RunError(f"no run {spec!r} (not a run directory, nor an id under {runs_dir})")
+
+
+# ---------------------------------------------------------------------------
+# Starting the engine
+# ---------------------------------------------------------------------------
+
+
+def create_run(cfg, runs_dir: Path) -> Run:
+    """Make a run directory holding the fully resolved ``config.toml``."""
+    from dlf_tui.core import config
+
+    path = new_run_dir(Path(runs_dir), cfg.name)
+    try:
+        (path / CONFIG).write_text(config.to_toml(cfg), encoding="utf-8")
+    except OSError as err:
+        raise RunError(f"cannot write {path / CONFIG}: {err.strerror}") from None
+    return Run(path)
+
+
+def spawn_engine(run: Run, resume: bool = False, nproc: int = 1):
+    """Start ``python -m dlf_tui.engine RUN_DIR`` in its own session (a closed
+    terminal or TUI never stops it); its output goes to ``engine.log``.  With
+    ``nproc`` > 1 it is rank 0 of a data-parallel run and starts the other ranks."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "dlf_tui.engine", str(run.path)]
+    if resume:
+        args.append("--resume")
+    if nproc != 1:
+        args += ["--nproc", str(nproc)]
+    with open(run.file(LOG), "ab") as logf:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                start_new_session=True, close_fds=True)
+
+
+def wait_until_listening(run: Run, proc, timeout: float = 120.0) -> None:
+    """Block until the engine accepts connections; raise ``RunError`` with the
+    engine's own one-line reason if it exits first."""
+    sock = run.file(SOCKET)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise RunError(engine_failure(run) or f"engine exited with status {code}")
+        if sock.exists():
+            return
+        time.sleep(0.02)
+    raise RunError(f"engine did not start within {timeout:g} s (see {run.file(LOG)})")
+
+
+def engine_failure(run: Run) -> str:
+    """The one-line reason a run failed: state.json's, else engine.log's last error line."""
+    reason = run.raw_state().get("reason", "")
+    if reason:
+        return reason
+    try:
+        lines = run.file(LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error: ") or "Error" in line:
+            return line.removeprefix("error: ").strip()
+    return lines[-1].strip() if lines else ""

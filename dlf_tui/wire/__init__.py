@@ -1,0 +1,1 @@
+"""The engine's control socket: the protocol, the client and the server."""
