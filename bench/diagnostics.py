@@ -28,9 +28,11 @@ import torch
 
 from dlf_tui.core import config
 from dlf_tui.engine import data as datamod
-from dlf_tui.engine.diagnostics import landscape as dg
+from dlf_tui.engine.diagnostics.hessian import hessian_operator, hessian_top_eigs
+from dlf_tui.engine.diagnostics.landscape import Diagnostics
+from dlf_tui.engine.diagnostics.ntk import ntk_top_eig, subset
 from dlf_tui.engine import models
-from dlf_tui.engine.steps import select as steppers
+from dlf_tui.engine.steps.fused import FusedMLPStep
 from dlf_tui.core.schedule import Schedule
 
 DT = torch.float64
@@ -46,7 +48,7 @@ def setup(A: float, chunk: int):
     cfg = config.Config()
     data = datamod.load(cfg.data, DEV, DT)
     model = models.build(cfg.model, 2, 3, 0, DEV, DT)
-    stepper = steppers.FusedMLPStep(cfg, model, data, chunk)
+    stepper = FusedMLPStep(cfg, model, data, chunk)
     sched = Schedule.create("triangle", A, 5000, 3, 70000, True)
     return cfg, data, model, stepper, sched
 
@@ -69,7 +71,7 @@ def train(steps: int, A: float, every: int, diag_kw: dict | None) -> tuple[float
     """Wall time of ``steps`` updates (chunks of ``every``), with Diagnostics every
     ``every`` updates if ``diag_kw`` is given; and the Lanczos-step stats."""
     _, data, model, stepper, sched = setup(A, every)
-    diag = dg.Diagnostics(model, data.train.x, data.train.y, every=every, **diag_kw) if diag_kw else None
+    diag = Diagnostics(model, data.train.x, data.train.y, every=every, **diag_kw) if diag_kw else None
     iters, lam = [], []
     sync()
     t0 = time.perf_counter()
@@ -135,7 +137,7 @@ def main() -> None:
     print("\none Hessian λ_max (cold start, fixed Lanczos steps; ms per call):")
     cost = {}
     for method in ("mlp",) if args.skip_slow else ("mlp", "autograd", "func"):
-        op = dg.hessian_operator(model, x, y, method)
+        op = hessian_operator(model, x, y, method)
         op.prepare(gam)
         v = torch.randn(op.n, dtype=DT, generator=torch.Generator().manual_seed(0)).to(DEV)
         reps = 1 if method == "func" else args.repeats
@@ -145,7 +147,7 @@ def main() -> None:
         for it in (10, 20):
             if method == "func" and it == 20:
                 continue
-            t = best_of(lambda: dg.hessian_top_eigs(model, x, y, gam, iters=it, min_iters=it, tol=1e-300,
+            t = best_of(lambda: hessian_top_eigs(model, x, y, gam, iters=it, min_iters=it, tol=1e-300,
                                                     method=method), reps, 3 if method == "func" else 20)
             cost[(method, it)] = t
             row.append(f"iters {it}: {t * 1e3:7.3f}")
@@ -156,11 +158,11 @@ def main() -> None:
     print("\none NTK λ_max (ms per call):")
     ntk_cost = {}
     for n in (100, 300):
-        xs = dg.subset(x, n)
+        xs = subset(x, n)
         cells = []
         for method in ("mlp", "jacobian"):
             for solver in ("eigvalsh", "lanczos"):
-                t = best_of(lambda: dg.ntk_top_eig(model, xs, method=method, solver=solver),
+                t = best_of(lambda: ntk_top_eig(model, xs, method=method, solver=solver),
                             args.repeats, 3 if method == "jacobian" else 10)
                 ntk_cost[(n, method, solver)] = t
                 cells.append(f"{method}/{solver} {t * 1e3:7.2f}")

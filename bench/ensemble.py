@@ -45,7 +45,7 @@ def main() -> None:
         for mode in [m for m in args.modes.split(",") if m]:
             sw = sweeps.create(plan, Path(tmp) / mode)
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "dlf_tui.engine.loops.sweep", str(sw.path),
+            subprocess.run([sys.executable, "-m", "dlf_tui.engine", str(sw.path),
                             "--mode", mode], check=True)
             dt = time.perf_counter() - t
             st = sw.state()

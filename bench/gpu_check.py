@@ -168,17 +168,18 @@ def timed(run, n: int, device) -> float:
 
 def bench_engine(cfg, runs_dir: Path, steps: int) -> tuple[float, str]:
     from dlf_tui.core import config
+    from dlf_tui.store import launch
     from dlf_tui.store import run as runs
 
     cfg = config.apply_overrides(cfg, [f"run.steps={steps}", "data.val_split=none",
                                        "run.checkpoint_every=0"], source="bench")
     run = runs.create_run(cfg, runs_dir)
     t = time.perf_counter()
-    proc = runs.spawn_engine(run)
+    proc = launch.spawn_run_engine(run)
     code = proc.wait()
     wall = time.perf_counter() - t
     if code:
-        return float("nan"), f"engine failed: {runs.engine_failure(run)}"
+        return float("nan"), f"engine failed: {launch.engine_failure(run)}"
     st = json.loads((run.path / "state.json").read_text())
     if not st.get("rate"):
         return float("nan"), (f"{st['step']} updates in one flush chunk: no steady rate; more --steps "

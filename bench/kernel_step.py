@@ -18,7 +18,7 @@ from dlf_tui.engine.steps import ckernel
 from dlf_tui.engine import models
 from dlf_tui.engine import data as datamod
 from dlf_tui.core.schedule import Schedule
-from dlf_tui.engine.steps.select import FusedMLPStep
+from dlf_tui.engine.steps.fused import FusedMLPStep
 
 CHUNK = 2048  # the trainer's chunk (run.flush_every)
 
@@ -31,14 +31,14 @@ def compile_times() -> None:
             t0 = time.perf_counter()
             ckernel.build(2, 3)
             t1 = time.perf_counter()
-            ckernel.build(2, 3)
+            _, flags = ckernel.build(2, 3)
             t2 = time.perf_counter()
         finally:
             if saved is None:
                 del os.environ["XDG_CACHE_HOME"]
             else:
                 os.environ["XDG_CACHE_HOME"] = saved
-    print(f"compile: cold {t1 - t0:.2f} s, warm (cache hit) {1e3 * (t2 - t1):.1f} ms  [{ckernel.FLAGS}]")
+    print(f"compile: cold {t1 - t0:.2f} s, warm (cache hit) {1e3 * (t2 - t1):.1f} ms  [{flags}]")
 
 
 def rate(cls, dtype: torch.dtype, steps: int) -> float:
@@ -71,8 +71,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     compile_times()
-    if ckernel.load_kernel() is None:
-        raise SystemExit(f"kernel unavailable: {ckernel.REASON}")
+    status = ckernel.load_kernel()
+    if status.lib is None:
+        raise SystemExit(f"kernel unavailable: {status.reason}")
     dtype = getattr(torch, args.dtype)
     r_fused = rate(FusedMLPStep, dtype, args.steps)
     r_kern = rate(ckernel.CKernelMLPStep, dtype, args.steps)

@@ -15,7 +15,7 @@ from dlf_tui.engine.steps import ckernel
 from dlf_tui.engine import models
 from dlf_tui.engine import data as datamod
 from dlf_tui.core.schedule import Schedule
-from dlf_tui.engine.steps.select import FusedMLPStep
+from dlf_tui.engine.steps.fused import FusedMLPStep
 
 CPU = torch.device("cpu")
 
@@ -140,12 +140,13 @@ def test_every_flag_set_computes_the_same(reference, which, tmp_path, monkeypatc
     monkeypatch.setattr(ckernel, "_loaded", {})
     bogus = (["-O3", "-march=no-such-cpu"], ["-lm"])
     monkeypatch.setattr(ckernel, "FLAG_SETS", (bogus, ckernel.FLAG_SETS[which]))
-    if ckernel.load_kernel() is None:
+    status = ckernel.load_kernel()
+    if status.lib is None:
         if which == 0:  # optional: libmvec is glibc-only
-            pytest.skip(f"libmvec build unavailable here: {ckernel.REASON}")
-        pytest.fail(ckernel.REASON)
+            pytest.skip(f"libmvec build unavailable here: {status.reason}")
+        pytest.fail(status.reason)
     fused, kern = pair(reference, torch.float64)
-    assert ckernel.FLAGS.startswith(" ".join(ckernel.FLAG_SETS[1][0]))
+    assert status.flags.startswith(" ".join(ckernel.FLAG_SETS[1][0]))
     a, b = run([fused, kern], 300)
     assert rel_err(a, b) < 1e-10
     assert (fused.P - kern.P).abs().max() < 1e-10 * fused.P.abs().max()
@@ -155,7 +156,7 @@ def test_every_flag_set_computes_the_same(reference, which, tmp_path, monkeypatc
 def test_build_is_cached_and_concurrency_safe(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     paths: list[Path] = []
-    threads = [threading.Thread(target=lambda: paths.append(ckernel.build(2, 3))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: paths.append(ckernel.build(2, 3)[0])) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -163,15 +164,16 @@ def test_build_is_cached_and_concurrency_safe(tmp_path, monkeypatch):
     assert len(paths) == 2 and paths[0] == paths[1] and paths[0].parent == ckernel.cache_dir()
     assert [p.name for p in ckernel.cache_dir().iterdir()] == [paths[0].name]  # no temp files left
     mtime = paths[0].stat().st_mtime_ns
-    assert ckernel.build(2, 3) == paths[0] and paths[0].stat().st_mtime_ns == mtime
+    assert ckernel.build(2, 3)[0] == paths[0] and paths[0].stat().st_mtime_ns == mtime
 
 
 def test_no_compiler_means_not_usable(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(ckernel, "CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setattr(ckernel, "_loaded", {})
-    assert ckernel.load_kernel() is None
-    assert "no C compiler" in ckernel.REASON
+    status = ckernel.load_kernel()
+    assert status.lib is None
+    assert "no C compiler" in status.reason
     cfg = config.Config()
     model = models.build(cfg.model, 2, 3, 0, CPU, torch.float64)
     assert ckernel.usable(cfg, model, CPU) is False

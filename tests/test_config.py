@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlf_tui.core import config
+from dlf_tui.core.errors import ConfigError
 from dlf_tui.cli.main import app
 
 runner = CliRunner()
@@ -141,5 +142,5 @@ def test_live_checks_share_the_config_rules():
     assert config.check_live("period", 2000) == 2000
     for name, bad in [("amplitude", 0.5), ("period", 0), ("lr", 0), ("lr", float("inf")),
                       ("period", 1.5), ("amplitude", "x"), ("nope", 1)]:
-        with pytest.raises(config.ConfigError):
+        with pytest.raises(ConfigError):
             config.check_live(name, bad)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from typer.testing import CliRunner
 
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.cli.main import app
 
@@ -20,7 +21,7 @@ def test_diagnostics_series_and_csv(tmp_path):
     cfg = tiny_config("run.steps=300", "diagnostics.enabled=true", "diagnostics.every=50",
                       "diagnostics.ntk_every=100", "diagnostics.ntk_size=20")
     run = runs.create_run(cfg, tmp_path / "r")
-    assert runs.spawn_engine(run).wait(120) == 0, runs.engine_failure(run)
+    assert launch.spawn_run_engine(run).wait(120) == 0, launch.engine_failure(run)
     d = run.read("diag")
     cols = run.columns("diag")
     assert list(d[:, 0]) == [50, 100, 150, 200, 250, 300]
@@ -60,7 +61,7 @@ def test_edge_of_stability_crossing_is_an_event(tmp_path):
                       "schedule.amplitude=70", "schedule.period=5000", "run.dtype=float64",
                       "diagnostics.enabled=true", "diagnostics.every=25", "model.init=glorot")
     run = runs.create_run(cfg, tmp_path / "r")
-    assert runs.spawn_engine(run).wait(300) == 0, runs.engine_failure(run)
+    assert launch.spawn_run_engine(run).wait(300) == 0, launch.engine_failure(run)
     evs = [e for e in run.events() if e["kind"] == "edge_of_stability"]
     assert evs and "went above 2/η = 2" in evs[0]["message"]
     d = run.read("diag")

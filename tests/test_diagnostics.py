@@ -18,9 +18,14 @@ from torch.func import functional_call
 
 from dlf_tui.core import config
 from dlf_tui.engine import data as datamod
-from dlf_tui.engine.diagnostics import landscape as dg
+from dlf_tui.engine.diagnostics.hessian import hessian_operator, hessian_top_eigs
+from dlf_tui.engine.diagnostics.lanczos import lanczos
+from dlf_tui.engine.diagnostics.landscape import Diagnostics
+from dlf_tui.engine.diagnostics.ntk import ntk_matrix, ntk_top_eig, subset
 from dlf_tui.engine import models
 from dlf_tui.engine.steps import select as steppers
+from dlf_tui.engine.steps.autograd import AutogradStep
+from dlf_tui.engine.steps.fused import FusedMLPStep
 from dlf_tui.core.schedule import Schedule
 
 DT = torch.float64
@@ -62,8 +67,8 @@ def _buffers(model: nn.Module) -> dict:
 
 def dense_hessian(model: nn.Module, x, y, gamma, vmap: bool = True) -> torch.Tensor:
     """∇²F over the flattened parameters by ``torch.func.hessian`` (independent of
-    dg); ``vmap=False``: by ``torch.autograd.functional.hessian``, one double
-    backward per column (vmap mishandles a train-mode batch norm)."""
+    the diagnostics package); ``vmap=False``: by ``torch.autograd.functional.hessian``,
+    one double backward per column (vmap mishandles a train-mode batch norm)."""
     theta = flat_params(model)
     gamma = torch.as_tensor(np.asarray(gamma), dtype=theta.dtype)
 
@@ -102,9 +107,9 @@ def _trajectory(A: int) -> dict:
     cfg, data, model = spiral()
     x, y = data.train.x, data.train.y
     sched = Schedule.create("triangle", A, 5000, 3, 70000, True)
-    stepper = steppers.FusedMLPStep(cfg, model, data, EVERY)
-    diag = dg.Diagnostics(model, x, y, every=EVERY, iters=30, k=1)
-    cold_diag = dg.Diagnostics(model, x, y, every=EVERY, iters=30, k=1, warm_start=False)
+    stepper = FusedMLPStep(cfg, model, data, EVERY)
+    diag = Diagnostics(model, x, y, every=EVERY, iters=30, k=1)
+    cold_diag = Diagnostics(model, x, y, every=EVERY, iters=30, k=1, warm_start=False)
     points, iters, cold_iters, lam = {}, [], [], []
     step = 0
     last = max(CHECKPOINTS[A])
@@ -116,7 +121,7 @@ def _trajectory(A: int) -> dict:
         lam.append(warm["hessian_lambda_max"])
         cold_iters.append(cold_diag.compute(g0, step)["hessian_iters"])
         if step in CHECKPOINTS[A]:
-            cold, info = dg.hessian_top_eigs(model, x, y, g0, iters=50, k=3)
+            cold, info = hessian_top_eigs(model, x, y, g0, iters=50, k=3)
             H = dense_hessian(model, x, y, g0)
             points[step] = dict(theta=flat_params(model), gamma=g0.copy(), warm=warm,
                                 cold=cold, info=info, H=H,
@@ -143,7 +148,7 @@ def test_hessian_vector_products_match_dense(method):
     x, y = data.train.x, data.train.y
     gamma = [2.6, 0.2, 0.2]
     H = dense_hessian(model, x, y, gamma)
-    op = dg.hessian_operator(model, x, y, method)
+    op = hessian_operator(model, x, y, method)
     assert op.method == method
     op.prepare(gamma)
     V = torch.randn(op.n, 3, generator=torch.Generator().manual_seed(1), dtype=DT)
@@ -241,10 +246,10 @@ def test_reference_init_lambda_max_A1(reference):
     y = torch.tensor(ref["labels"], dtype=torch.int64)
     assert torch.allclose(x, data.train.x, atol=1e-12)
     gamma = [1.0, 1.0, 1.0]
-    eigs, info = dg.hessian_top_eigs(model, x, y, gamma, iters=50, k=3)
+    eigs, info = hessian_top_eigs(model, x, y, gamma, iters=50, k=3)
     dense = dense_top(model, x, y, gamma)
     print(f"\nreference init, A=1: Hessian top-3 {eigs} (dense {dense[:3]}), "
-          f"{info.iters} Lanczos steps; NTK λ_max {dg.ntk_top_eig(model, x):.10g}")
+          f"{info.iters} Lanczos steps; NTK λ_max {ntk_top_eig(model, x):.10g}")
     assert info.converged
     for i in range(3):
         assert rel(eigs[i], dense[i]) < 1e-6
@@ -259,10 +264,10 @@ def test_hessian_of_a_generic_module_float32_and_no_grad():
     gamma = [1.5, 0.75, 0.75]
     dense = dense_top(net, x, y, gamma)
     with torch.no_grad():
-        eigs, info = dg.hessian_top_eigs(net, x, y, gamma, iters=50, k=2)
+        eigs, info = hessian_top_eigs(net, x, y, gamma, iters=50, k=2)
     assert info.converged and rel(eigs[0], dense[0]) < 1e-6 and rel(eigs[1], dense[1]) < 1e-6
     net32 = net.to(torch.float32)
-    eigs32, info32 = dg.hessian_top_eigs(net32, x.float(), y, gamma, iters=50)
+    eigs32, info32 = hessian_top_eigs(net32, x.float(), y, gamma, iters=50)
     assert info32.converged and rel(eigs32[0], dense[0]) < 1e-4
 
 
@@ -275,16 +280,16 @@ def test_deeper_mlp_hand_written_paths():
     x, y = data.train.x[::3], data.train.y[::3]
     gamma = [0.4, 2.2, 0.4]
     H = dense_hessian(net, x, y, gamma)
-    op = dg.hessian_operator(net, x, y, "mlp")
+    op = hessian_operator(net, x, y, "mlp")
     op.prepare(gamma)
     v = torch.randn(op.n, generator=torch.Generator().manual_seed(2), dtype=DT)
     assert torch.allclose(op(v), H @ v, rtol=0, atol=1e-12 * H.abs().max())
-    eigs, info = dg.hessian_top_eigs(net, x, y, gamma, iters=60, k=2)
+    eigs, info = hessian_top_eigs(net, x, y, gamma, iters=60, k=2)
     dense = torch.linalg.eigvalsh(H).flip(0)[:2].tolist()
     assert info.converged and all(rel(a, b) < 1e-6 for a, b in zip(eigs, dense)), (eigs, dense)
     xs = x[:25]
     theta = explicit_ntk(net, xs)
-    assert torch.allclose(dg.ntk_matrix(net, xs), theta, rtol=0, atol=1e-12 * theta.abs().max())
+    assert torch.allclose(ntk_matrix(net, xs), theta, rtol=0, atol=1e-12 * theta.abs().max())
 
 
 def test_mlp_on_image_shaped_inputs():
@@ -294,12 +299,12 @@ def test_mlp_on_image_shaped_inputs():
     x = torch.randn(30, 1, 4, 4, dtype=DT)
     y = torch.arange(30) % 3
     gamma = [1.0, 1.0, 1.0]
-    eigs, info = dg.hessian_top_eigs(net, x, y, gamma, iters=60, k=2)
-    assert dg.hessian_operator(net, x, y).method == "mlp"
+    eigs, info = hessian_top_eigs(net, x, y, gamma, iters=60, k=2)
+    assert hessian_operator(net, x, y).method == "mlp"
     dense = dense_top(net, x, y, gamma)
     assert info.converged and rel(eigs[0], dense[0]) < 1e-6 and rel(eigs[1], dense[1]) < 1e-6
     theta = explicit_ntk(net, x)
-    assert torch.allclose(dg.ntk_matrix(net, x), theta, rtol=0, atol=1e-12 * theta.abs().max())
+    assert torch.allclose(ntk_matrix(net, x), theta, rtol=0, atol=1e-12 * theta.abs().max())
 
 
 def test_batchnorm_model_generic_paths():
@@ -313,11 +318,11 @@ def test_batchnorm_model_generic_paths():
     x, y = data.train.x[::5], data.train.y[::5]
     before = {n: b.clone() for n, b in net.named_buffers()}
     gamma = [0.5, 0.5, 2.0]
-    diag = dg.Diagnostics(net, x, y, every=1, ntk_every=1, ntk_size=20, k=2, iters=60)
+    diag = Diagnostics(net, x, y, every=1, ntk_every=1, ntk_size=20, k=2, iters=60)
     out = diag.compute(gamma, 0)
     eigs = out["hessian_top"]
-    theta = dg.ntk_matrix(net, diag.ntk_x, chunk=9)
-    op = dg.hessian_operator(net, x, y, "func")
+    theta = ntk_matrix(net, diag.ntk_x, chunk=9)
+    op = hessian_operator(net, x, y, "func")
     op.prepare(gamma)
     v = torch.randn(op.n, generator=torch.Generator().manual_seed(3), dtype=DT)
     hv_func = op(v)
@@ -339,18 +344,18 @@ def test_lanczos_on_known_spectra():
     lam = torch.linspace(-3, 5, 80, dtype=DT)
     A = Qm @ torch.diag(lam) @ Qm.t()
     v0 = torch.randn(80, generator=g, dtype=DT)
-    eigs, info = dg.lanczos(lambda v: A @ v, v0, iters=80, k=2, tol=1e-10)
+    eigs, info = lanczos(lambda v: A @ v, v0, iters=80, k=2, tol=1e-10)
     assert info.converged and abs(eigs[0] - 5) < 1e-9 and abs(eigs[1] - lam[-2].item()) < 1e-9
     # an invariant Krylov space (rank 2): stops at once with the exact values
     B = Qm[:, :2] @ torch.diag(torch.tensor([4.0, 1.0], dtype=DT)) @ Qm[:, :2].t()
-    eigs, info = dg.lanczos(lambda v: B @ v, v0, iters=40, k=2, tol=1e-12)
+    eigs, info = lanczos(lambda v: B @ v, v0, iters=40, k=2, tol=1e-12)
     assert info.breakdown and info.converged and info.iters <= 3
     assert abs(eigs[0] - 4) < 1e-12 and abs(eigs[1] - 1) < 1e-12
     # out of iterations: reported, not hidden
-    _, info = dg.lanczos(lambda v: A @ v, v0, iters=3, k=1, tol=1e-12)
+    _, info = lanczos(lambda v: A @ v, v0, iters=3, k=1, tol=1e-12)
     assert not info.converged and info.iters == 3
     with pytest.raises(ValueError):
-        dg.lanczos(lambda v: A @ v, torch.zeros(80, dtype=DT), iters=5)
+        lanczos(lambda v: A @ v, torch.zeros(80, dtype=DT), iters=5)
 
 
 # -- NTK -------------------------------------------------------------------------
@@ -361,17 +366,17 @@ def test_ntk_matches_explicit_jjt(where, trajectories):
         _, _, model = spiral()
     else:
         model = model_at(trajectory["points"][4500]["theta"])
-    xs = dg.subset(trajectory["x"], 60)
+    xs = subset(trajectory["x"], 60)
     assert xs.shape == (60, 2)
     theta = explicit_ntk(model, xs)
     lam = torch.linalg.eigvalsh(theta)[-1].item()
     for method in ("mlp", "jacobian"):
-        K = dg.ntk_matrix(model, xs, method=method, chunk=16)
+        K = ntk_matrix(model, xs, method=method, chunk=16)
         assert torch.allclose(K, theta, rtol=0, atol=1e-12 * theta.abs().max()), method
         for solver in ("eigvalsh", "lanczos", "auto"):
-            got = dg.ntk_top_eig(model, xs, method=method, solver=solver, chunk=16)
+            got = ntk_top_eig(model, xs, method=method, solver=solver, chunk=16)
             assert rel(got, lam) < 1e-8, (method, solver, got, lam)
-    mean = dg.ntk_top_eig(model, xs, reduction="mean")
+    mean = ntk_top_eig(model, xs, reduction="mean")
     assert rel(mean, lam / 3) < 1e-12
 
 
@@ -380,9 +385,9 @@ def test_ntk_of_a_generic_module():
     net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
     xs = torch.randn(20, 2, dtype=DT)
     lam = torch.linalg.eigvalsh(explicit_ntk(net, xs))[-1].item()
-    assert rel(dg.ntk_top_eig(net, xs, chunk=7), lam) < 1e-8
+    assert rel(ntk_top_eig(net, xs, chunk=7), lam) < 1e-8
     with pytest.raises(ValueError, match="Jacobian"):  # 20·3·83 doubles > 10 kB
-        dg.ntk_matrix(net, xs, max_bytes=1e4)
+        ntk_matrix(net, xs, max_bytes=1e4)
 
 
 # -- the trainer's helper ---------------------------------------------------------
@@ -405,11 +410,11 @@ def test_compute_is_side_effect_free(fused):
     cfg, data, model = spiral()
     cfg = config.Config(run=config.RunConfig(fused=fused))
     stepper = steppers.make(cfg, model, data, 10)
-    assert isinstance(stepper, steppers.FusedMLPStep if fused else steppers.AutogradStep)
+    assert isinstance(stepper, FusedMLPStep if fused else AutogradStep)
     stepper.begin_chunk(torch.ones(10, 3, dtype=DT))
     for i in range(10):
         stepper.step(i)
-    diag = dg.Diagnostics(model, data.train.x, data.train.y, every=5, ntk_every=10, ntk_size=50)
+    diag = Diagnostics(model, data.train.x, data.train.y, every=5, ntk_every=10, ntk_size=50)
     torch.manual_seed(123)
     rng = torch.get_rng_state()
     snap = _snapshot(model)
@@ -426,14 +431,14 @@ def test_diagnostics_built_before_the_stepper_follow_it():
     Diagnostics cached them: the next call must see the new, trained ones."""
     cfg, data, model = spiral()
     x, y = data.train.x, data.train.y
-    diag = dg.Diagnostics(model, x, y, every=1, iters=40)
+    diag = Diagnostics(model, x, y, every=1, iters=40)
     at_init = diag.compute([1, 1, 1], 0)["hessian_lambda_max"]
-    stepper = steppers.FusedMLPStep(cfg, model, data, 50)
+    stepper = FusedMLPStep(cfg, model, data, 50)
     stepper.begin_chunk(torch.ones(50, 3, dtype=DT))
     for i in range(50):
         stepper.step(i)
     now = diag.compute([1, 1, 1], 1)["hessian_lambda_max"]
-    fresh, _ = dg.hessian_top_eigs(model_at(flat_params(model)), x, y, [1, 1, 1], iters=40)
+    fresh, _ = hessian_top_eigs(model_at(flat_params(model)), x, y, [1, 1, 1], iters=40)
     assert rel(now, fresh[0]) < 1e-6 and rel(now, at_init) > 1e-3, (at_init, now, fresh)
 
 
@@ -442,8 +447,8 @@ def test_training_with_diagnostics_is_bit_identical():
     finals = []
     for with_diag in (False, True):
         cfg, data, model = spiral()
-        stepper = steppers.FusedMLPStep(cfg, model, data, EVERY)
-        diag = dg.Diagnostics(model, data.train.x, data.train.y, every=EVERY, ntk_every=100)
+        stepper = FusedMLPStep(cfg, model, data, EVERY)
+        diag = Diagnostics(model, data.train.x, data.train.y, every=EVERY, ntk_every=100)
         sched = Schedule.create("triangle", 70, 5000, 3, 70000, True)
         torch.manual_seed(7)
         for chunk in range(12):
@@ -461,7 +466,7 @@ def test_training_with_diagnostics_is_bit_identical():
 
 def test_due_options_and_nan():
     _, data, model = spiral()
-    diag = dg.Diagnostics(model, data.train.x, data.train.y, every=25, ntk_every=100, ntk_size=30)
+    diag = Diagnostics(model, data.train.x, data.train.y, every=25, ntk_every=100, ntk_size=30)
     assert diag.ntk_x.shape == (30, 2)
     assert [s for s in range(0, 201, 25) if diag.due(s)] == list(range(0, 201, 25))
     assert diag.hessian_due(50) and not diag.ntk_due(50) and diag.ntk_due(200)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.cli.main import app
 
@@ -38,7 +39,7 @@ def spawn():
     procs: list[subprocess.Popen] = []
 
     def start(run: runs.Run, nproc: int, resume: bool = False) -> subprocess.Popen:
-        proc = runs.spawn_engine(run, resume=resume, nproc=nproc)
+        proc = launch.spawn_run_engine(run, resume=resume, nproc=nproc)
         procs.append(proc)
         return proc
 
@@ -52,7 +53,7 @@ def spawn():
 def wait_rows(run: runs.Run, proc, n: int, timeout: float = 90.0) -> int:
     deadline = time.monotonic() + timeout
     while run.rows() < n:
-        assert proc.poll() is None, f"engine exited: {runs.engine_failure(run)}"
+        assert proc.poll() is None, f"engine exited: {launch.engine_failure(run)}"
         assert time.monotonic() < deadline, f"only {run.rows()} rows after {timeout} s"
         time.sleep(0.02)
     return run.rows()
@@ -121,7 +122,7 @@ def test_two_ranks_compute_what_one_process_computes(tmp_path, spawn):
             run = runs.create_run(cfg, tmp_path / f"{name}{n}")
             started[name, n] = (run, spawn(run, n))
     for run, proc in started.values():
-        assert proc.wait(180) == 0, runs.engine_failure(run)
+        assert proc.wait(180) == 0, launch.engine_failure(run)
     print(f"4 runs (1 + 2 ranks; spiral full batch, images mini-batch) in "
           f"{time.monotonic() - t0:.1f} s")
     for name in cases:
@@ -150,7 +151,7 @@ def test_two_ranks_compute_what_one_process_computes(tmp_path, spawn):
 def test_live_edits_reach_every_rank_at_the_same_update(tmp_path, spawn):
     run = runs.create_run(tiny_config(), tmp_path / "runs")
     proc = spawn(run, 2)
-    runs.wait_until_listening(run, proc)
+    launch.wait_until_listening(run, proc)
     ranks = ranks_of(run, proc)
     assert len(ranks) == 2 and ranks[0] == proc.pid
 
@@ -195,7 +196,7 @@ def test_live_edits_reach_every_rank_at_the_same_update(tmp_path, spawn):
     # detected and replayed by both ranks alike
     stopped = r0["step"]
     proc2 = spawn(run, 2, resume=True)
-    runs.wait_until_listening(run, proc2)
+    launch.wait_until_listening(run, proc2)
     wait_rows(run, proc2, stopped + 60)
     assert cli("ctl", run.path, "set", "lr=1e300").exit_code == 0  # float64 overflows
     deadline = time.monotonic() + 60
@@ -217,7 +218,7 @@ def test_a_dead_rank_ends_the_run_as_crashed(tmp_path, spawn):
     # a rank killed mid-run: rank 0 notices, says which, and stops (no hang)
     run = runs.create_run(tiny_config(), tmp_path / "a")
     proc = spawn(run, 2)
-    runs.wait_until_listening(run, proc)
+    launch.wait_until_listening(run, proc)
     wait_rows(run, proc, 50)
     rank1 = ranks_of(run, proc)[1]
     t0 = time.monotonic()

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlf_tui.wire import protocol
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.cli.main import app
 from dlf_tui.core.schedule import Schedule
@@ -143,7 +144,7 @@ def test_refused_commands_leave_the_run_untouched(start_run):
 def test_finished_run_and_runs_listing(tmp_path):
     cfg = tiny_config("run.steps=300", "data.val_seed=2", "data.eval_every=100")
     run = runs.create_run(cfg, tmp_path / "runs")
-    proc = runs.spawn_engine(run)
+    proc = launch.spawn_run_engine(run)
     assert proc.wait(60) == 0
     st = run.state()
     assert st["state"] == "finished" and st["step"] == 300
@@ -210,7 +211,7 @@ def test_other_optimisers_and_paths_train(tmp_path, opt):
     cfg = tiny_config("run.steps=600", "schedule.amplitude=1", "run.dtype=float32",
                       "data.turns=0.5", *opt)  # a short spiral: learnable in 600 updates
     run = runs.create_run(cfg, tmp_path / "runs")
-    assert runs.spawn_engine(run).wait(60) == 0, runs.engine_failure(run)
+    assert launch.spawn_run_engine(run).wait(60) == 0, launch.engine_failure(run)
     m = run.read()
     cols = run.columns()
     ce = m[:, cols.index("loss_ce")]

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs, sweep as sweeps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_config  # noqa: E402
 
 from dlf_tui.engine.loops.sweep import SweepEngine  # noqa: E402
-from dlf_tui.engine.trainer import Engine  # noqa: E402
+from dlf_tui.engine.loops.single import SingleRun  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def _ieee_floats_after():
 def single_run(cfg, runs_dir: Path) -> runs.Run:
     """The same config as an ordinary run (the engine's code, in this process)."""
     run = runs.create_run(cfg, runs_dir)
-    e = Engine(run.path, serve=False)
+    e = SingleRun(run.path, serve=False)
     try:
         assert e.run() == 0
     finally:
@@ -141,7 +142,7 @@ def worst_difference_metrics(a: runs.Run, b: runs.Run) -> float:
 
 
 def _engine(path: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dlf_tui.engine.loops.sweep", str(path), *extra],
+    return subprocess.Popen([sys.executable, "-m", "dlf_tui.engine", str(path), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -150,11 +151,11 @@ def test_process_stops_on_sigterm_and_resumes_to_the_same_numbers(tmp_path):
     steps = 30000  # long enough that the stop comes mid-way
     base = tiny_config(f"run.steps={steps}", "run.dtype=float64")
     sw = sweeps.create(sweeps.plan(base, ["schedule.amplitude=1,10"], seeds=2), tmp_path / "runs")
-    proc = sweeps.spawn_engine(sw)
+    proc = launch.spawn_sweep_engine(sw)
     try:
         deadline = time.monotonic() + 60
         while min(m.run.rows() for m in sw.members) < 200:
-            assert proc.poll() is None, runs.engine_failure(runs.Run(sw.path))
+            assert proc.poll() is None, launch.engine_failure(runs.Run(sw.path))
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert sw.is_live() and sw.state()["mode"] == "threads"

@@ -7,6 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.cli.main import app
 
@@ -19,7 +20,7 @@ runner = CliRunner()
 def finished_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("runs")
     run = runs.create_run(tiny_config("run.steps=400", "data.val_seed=1", "data.eval_every=100"), d)
-    assert runs.spawn_engine(run).wait(60) == 0
+    assert launch.spawn_run_engine(run).wait(60) == 0
     return run
 
 

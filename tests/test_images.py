@@ -15,11 +15,13 @@ import torch
 from typer.testing import CliRunner
 
 from dlf_tui.core import config
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.cli.main import app
 from dlf_tui.engine import data as datamod
 from dlf_tui.engine import images, models
 from dlf_tui.engine.steps import select as steppers
+from dlf_tui.engine.steps.autograd import AutogradStep
 from dlf_tui.core.errors import SetupError
 
 runner = CliRunner()
@@ -211,7 +213,7 @@ def _recorded_inputs(cfg: config.Config, ds: datamod.Dataset, n: int) -> list[to
     seen: list[torch.Tensor] = []
     model.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
     st = steppers.make(cfg, model, ds, 16)
-    assert isinstance(st, steppers.AutogradStep)
+    assert isinstance(st, AutogradStep)
     st.begin_chunk(torch.ones(16, ds.classes))
     for i in range(n):
         st.step(i)
@@ -360,8 +362,8 @@ def test_mlp_flattens_images_and_conv_needs_images():
 
 
 def _finish(run: runs.Run, resume: bool = False) -> None:
-    proc = runs.spawn_engine(run, resume=resume)
-    assert proc.wait(120) == 0, runs.engine_failure(run)
+    proc = launch.spawn_run_engine(run, resume=resume)
+    assert proc.wait(120) == 0, launch.engine_failure(run)
 
 
 @pytest.fixture(scope="module")
@@ -445,7 +447,7 @@ def test_full_batch_gd_on_images_uses_the_autograd_stepper(image_root):
     ds = datamod.load(cfg.data, CPU, torch.float64)
     model = models.build(cfg.model, ds.in_features, ds.classes, 0, CPU, torch.float64)
     st = steppers.make(cfg, model, ds, 16)
-    assert isinstance(st, steppers.AutogradStep)
+    assert isinstance(st, AutogradStep)
     st.begin_chunk(torch.ones(16, 10, dtype=torch.float64))
     st.step(0)
     assert st.buf.dtype == torch.float64 and st.buf[0, 20:30].sum().item() == 60  # the whole set

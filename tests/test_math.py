@@ -1,4 +1,4 @@
-"""The science against the authors' reference (shared/reference), DESIGN §3."""
+"""The science against the authors' reference (tests/data, copied from shared/reference), DESIGN §3."""
 
 from __future__ import annotations
 

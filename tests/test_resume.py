@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.cli.main import app
 
@@ -23,8 +24,8 @@ def cli(*args):
 
 
 def finish(run: runs.Run, resume: bool = False) -> None:
-    proc = runs.spawn_engine(run, resume=resume)
-    assert proc.wait(120) == 0, runs.engine_failure(run)
+    proc = launch.spawn_run_engine(run, resume=resume)
+    assert proc.wait(120) == 0, launch.engine_failure(run)
 
 
 def assert_clean_steps(run: runs.Run) -> None:
@@ -155,8 +156,8 @@ def test_an_exception_in_the_engine_is_reported_everywhere(tmp_path, monkeypatch
     monkeypatch.setenv("DLF_TUI_FAULT_AT_STEP", "150000")
     run = runs.create_run(tiny_config("run.checkpoint_every=20000", "run.steps=200000"),
                           tmp_path / "r")
-    proc = runs.spawn_engine(run)
-    runs.wait_until_listening(run, proc)
+    proc = launch.spawn_run_engine(run)
+    launch.wait_until_listening(run, proc)
     with Client.connect(run.path) as c:
         msgs = list(c.messages(timeout=30))
     assert proc.wait(30) == 1

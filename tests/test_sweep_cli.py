@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from dlf_tui.cli import main as cli
 from dlf_tui.core import config
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs, sweep as sweeps
 from dlf_tui.cli.main import app
 
@@ -163,7 +164,7 @@ def test_sweep_refuses_unknown_preset_and_unparsable_options(tmp_path, rdir):
 
 def test_sweep_ui_spawns_the_engine_and_opens_the_sweep_view(tmp_path, rdir, ui_calls, monkeypatch):
     spawned = []
-    monkeypatch.setattr(sweeps, "spawn_engine", lambda sw, resume=False: spawned.append(sw.path))
+    monkeypatch.setattr(launch, "spawn_sweep_engine", lambda sw, resume=False: spawned.append(sw.path))
     preset = tmp_path / "tiny.toml"
     preset.write_text(config.to_toml(tiny_config("run.steps=50")))
     r = invoke("sweep", preset, "--set", "schedule.amplitude=1,10", "--set", "schedule.period=50,80,90",
@@ -386,7 +387,7 @@ def test_ctl_on_a_sweep(rdir):
     one_line_error(invoke("ctl", sw.id, "set", "amplitude=3", "--runs-dir", rdir), 2, "only stop")
     one_line_error(invoke("ctl", sw.id, "stop", "--runs-dir", rdir), 1, "is not running (state finished)")
     # a live "engine": a process whose command line names dlf_tui.engine, as engine_alive checks
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dlf_tui.engine.loops.sweep"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dlf_tui.engine"])
     try:
         runs.write_json_atomic(sw.file(runs.STATE), {"state": "running", "pid": proc.pid})
         assert sw.state()["state"] == "running"

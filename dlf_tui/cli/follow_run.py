@@ -16,9 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dlf_tui.wire import protocol
+from dlf_tui.core import series
+from dlf_tui.core.errors import ClientError, RunError
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
-from dlf_tui.wire.client import Client, ClientError
+from dlf_tui.wire import protocol
+from dlf_tui.wire.client import Client
 
 
 class _Follower:
@@ -55,15 +58,15 @@ class _Follower:
         arr = msg.array()
         cols = msg.columns
         self.last = dict(zip(cols, (float(v) for v in arr[-1])))
-        self.step = int(self.last["step"])
+        self.step = int(self.last[series.STEP])
         if self.progress is not None:
             self.progress.update(self.task, completed=self.step, rate=f"{self.rate:,.0f}",
-                                 F=f"{self.last['loss_dynamical']:.4g}",
-                                 CE=f"{self.last['loss_ce']:.4g}",
-                                 acc=f"{self.last['accuracy']:.3f}")
+                                 F=f"{self.last[series.LOSS_DYNAMICAL]:.4g}",
+                                 CE=f"{self.last[series.LOSS_CE]:.4g}",
+                                 acc=f"{self.last[series.ACCURACY]:.3f}")
             return
         # plain output: one line per period (T+1 updates), and a first line early
-        si, pi = cols.index("step"), cols.index("period")
+        si, pi = cols.index(series.STEP), cols.index(series.PERIOD)
         for row in arr:
             s = int(row[si])
             if self.next_line is None:
@@ -71,9 +74,9 @@ class _Follower:
             if s >= self.next_line or s == self.total:
                 self.next_line = s + int(row[pi]) + 1
                 r = dict(zip(cols, (float(v) for v in row)))
-                print(f"update {s}/{self.total}  period {math.ceil(s / (r['period'] + 1))}  "
-                      f"F {r['loss_dynamical']:.5g}  CE {r['loss_ce']:.5g}  "
-                      f"acc {r['accuracy']:.3f}  {self.rate:,.0f} upd/s", flush=True)
+                print(f"update {s}/{self.total}  period {math.ceil(s / (r[series.PERIOD] + 1))}  "
+                      f"F {r[series.LOSS_DYNAMICAL]:.5g}  CE {r[series.LOSS_CE]:.5g}  "
+                      f"acc {r[series.ACCURACY]:.3f}  {self.rate:,.0f} upd/s", flush=True)
 
     SHOWN = ("set", "static_tail", "diverged", "rollback", "edge_of_stability", "error")
 
@@ -89,11 +92,11 @@ class _Follower:
 def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1) -> int:
     console = Console(stderr=False)
     tty = sys.stdout.isatty()
-    proc = runs.spawn_engine(run, resume=resume, nproc=nproc)
+    proc = launch.spawn_run_engine(run, resume=resume, nproc=nproc)
     try:
-        runs.wait_until_listening(run, proc)
+        launch.wait_until_listening(run, proc)
         client = Client.connect(run.path)
-    except (runs.RunError, ClientError) as err:
+    except (RunError, ClientError) as err:
         print(f"error: {err}", file=sys.stderr)
         proc.wait()
         return 2 if proc.returncode == 2 else 1
@@ -143,17 +146,18 @@ def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1) -> int:
 def _summary(run: runs.Run, wall: float, interrupted: bool) -> None:
     st = run.state()
     last = run.last_row()
-    lastv = run.last_row("eval")
+    lastv = run.last_row(series.EVAL)
     state = st.get("state", "?")
     print(f"\n{state}: {run.id}  ({wall:.1f} s wall, steady {st.get('rate', 0):,.0f} updates/s)")
     if st.get("reason"):
         print(f"  reason: {st['reason']}")
     if last:
-        C = sum(k.startswith("accuracy_class_") for k in last)
-        per = " ".join(f"{last[f'accuracy_class_{i}']:.3f}" for i in range(C))
-        print(f"  update {int(last['step'])}/{st.get('total', '?')}: F {last['loss_dynamical']:.5g}  "
-              f"CE {last['loss_ce']:.5g}  accuracy {last['accuracy']:.4f}  (per class {per})")
+        C = series.classes_of(list(last))
+        per = " ".join(f"{last[series.accuracy_class(i)]:.3f}" for i in range(C))
+        print(f"  update {int(last[series.STEP])}/{st.get('total', '?')}: "
+              f"F {last[series.LOSS_DYNAMICAL]:.5g}  CE {last[series.LOSS_CE]:.5g}  "
+              f"accuracy {last[series.ACCURACY]:.4f}  (per class {per})")
     if lastv:
-        print(f"  held-out at update {int(lastv['step'])}: CE {lastv['val_loss_ce']:.5g}  "
-              f"accuracy {lastv['val_accuracy']:.4f}")
+        print(f"  held-out at update {int(lastv[series.STEP])}: CE {lastv[series.VAL_LOSS_CE]:.5g}  "
+              f"accuracy {lastv[series.VAL_ACCURACY]:.4f}")
     print(f"  run directory: {run.path}")

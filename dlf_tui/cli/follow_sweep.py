@@ -24,8 +24,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from dlf_tui.core import config
-from dlf_tui.store import run as runs, sweep as sweeps
+from dlf_tui.core import states
+from dlf_tui.core.errors import printable
+from dlf_tui.store import launch
+from dlf_tui.store import run as runs
+from dlf_tui.store import sweep as sweeps
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -43,16 +46,11 @@ def wait_gone(pid: int, timeout: float) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def above(s: dict[str, Any]) -> str:
-    """The fraction of seeds ≥ threshold of a sweeps.stats() dict, as 'k/n'."""
-    return f"{round(s['frac'] * s['n'])}/{s['n']}"
-
-
 def _pm(s: dict[str, Any] | None) -> tuple[str, str]:
     """('mean ± std', 'k/n ≥ threshold') of a sweeps.stats() dict; blanks without data."""
     if not s or not s["n"]:
         return "", ""
-    return f"{s['mean']:.3f} ± {s['std']:.3f}", above(s)
+    return f"{s['mean']:.3f} ± {s['std']:.3f}", sweeps.above(s)
 
 
 def summary_table(sweep: sweeps.Sweep, rows: list[dict[str, Any]],
@@ -109,8 +107,8 @@ class Snapshot:
         self.done, self.total = sweep.progress()
         self.rows = sweep.summary()
         self.state = sweep.state()
-        if self.state.get("state") == "unknown":  # no state.json yet: the engine is importing torch
-            self.state = {"state": "starting"}
+        if self.state.get("state") == runs.UNKNOWN:  # no state.json yet: the engine is importing torch
+            self.state = {"state": states.STARTING}
         self.finished = sum(r["finished"] for r in self.rows)
         self.rate = rate.add(time.monotonic(), self.done)
 
@@ -121,7 +119,7 @@ class Snapshot:
     def line(self) -> str:
         pct = 100.0 * self.done / self.total if self.total else 0.0
         mode = self.state.get("mode")
-        return (f"{self.state.get('state', 'starting'):<8} {pct:5.1f}%  "
+        return (f"{self.state.get('state', states.STARTING):<8} {pct:5.1f}%  "
                 f"{self.done:,}/{self.total:,} member-updates  "
                 f"{self.finished}/{len(self.sweep.members)} members finished  "
                 f"{self.rate:,.0f} upd/s  ETA {_eta(self.eta)}"
@@ -131,7 +129,7 @@ class Snapshot:
         """Two status lines above the summary table, cut to ``height`` lines."""
         pct = 100.0 * self.done / self.total if self.total else 0.0
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(Text(self.state.get("state", "starting"), style="bold"),
+        bar.add_row(Text(self.state.get("state", states.STARTING), style="bold"),
                     ProgressBar(total=max(1, self.total), completed=self.done, width=30),
                     Text(f"{pct:5.1f}%  {self.done:,}/{self.total:,} member-updates"))
         mode = self.state.get("mode")
@@ -156,9 +154,8 @@ def print_plan(sweep: sweeps.Sweep) -> None:
     print(f"  seeds: {', '.join(map(str, sweep.seeds))}", flush=True)
 
 
-# Reading thousands of members' files takes time (about 1.6 s for 1024 members on
-# our 2-core machine) and the engine needs the cores: wait at least BUSY times as
-# long as a reading took before the next one.
+# Reading thousands of members' files takes time and the engine needs the cores:
+# wait at least BUSY times as long as a reading took before the next one.
 BUSY = 4.0
 
 
@@ -217,17 +214,17 @@ def finish(sweep: sweeps.Sweep, code: int, wall: float, console: Console | None 
     """Print the final summary; returns the command's exit code."""
     console = console or Console(width=200)
     st = sweep.state()
-    state = st.get("state", "unknown")
+    state = st.get("state", runs.UNKNOWN)
     rows = sweep.summary()
     done = sum(r["finished"] for r in rows)
     rate = st.get("rate")
     print(f"\n{state}: {sweep.id}  ({wall:.1f} s wall, {done}/{len(sweep.members)} members finished"
           + (f", {rate:,.0f} member-updates/s" if isinstance(rate, (int, float)) and rate else "")
           + ")", flush=True)
-    ok = state in ("finished", "stopped") and code == 0
+    ok = state in (states.FINISHED, states.STOPPED) and code == 0
     if not ok:
-        reason = runs.engine_failure(runs.Run(sweep.path)) or f"engine exited with status {code}"
-        print(f"error: {config.printable(reason)}", file=sys.stderr, flush=True)
+        reason = launch.engine_failure(runs.Run(sweep.path)) or f"engine exited with status {code}"
+        print(f"error: {printable(reason)}", file=sys.stderr, flush=True)
     console.print(summary_table(sweep, rows))
     print(f"  sweep directory: {sweep.path}", flush=True)
     if ok:

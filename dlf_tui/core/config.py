@@ -1,147 +1,37 @@
-"""A run's configuration: frozen, typed dataclasses read from TOML.
+"""A run's configuration read from TOML, ``--set`` flags and live edits, checked, written back.
 
-No torch here: the CLI and the UI import this module.  Every refusal is a
-``ConfigError`` whose message is one line naming the source (file or flag)
-and the key, e.g. ``presets/x.toml: schedule.amplitude = 0.5: must be >= 1``.
+The sections themselves (frozen dataclasses) are in ``sections.py`` and are
+re-exported here (``config.Config``, ``config.ModelConfig`` …).  A sweep's grid
+axes (``Axis``, ``parse_axis``) are checked here too: ``[sweep] grid`` entries are
+values like any other.  No torch here: the CLI and the UI import this module.
+Every refusal is a ``ConfigError`` whose message is one line naming the source
+(file or flag) and the key, e.g. ``presets/x.toml: schedule.amplitude = 0.5: must be >= 1``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
-from dlf_tui.core.errors import ConfigError
+from typing import Any, get_args, get_origin
 
-
-
-
-# ---------------------------------------------------------------------------
-# Sections.  ``metadata["check"]`` holds the range rule shared by files,
-# ``--set`` flags and live ``set`` commands (see ``check_value``).
-# ---------------------------------------------------------------------------
-
-
-def _f(default: Any, check: str | None = None, help: str = "") -> Any:
-    kw: dict[str, Any] = {"metadata": {"check": check, "help": help}}
-    if isinstance(default, (list, tuple)):
-        kw["default_factory"] = lambda d=tuple(default): d
-    else:
-        kw["default"] = default
-    return field(**kw)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    name: str = _f("spiral", "choice:spiral,cifar10,cifar100,mnist,fashion-mnist", "data set")
-    points_per_class: int = _f(100, ">=1", "spiral points per class")
-    classes: int = _f(3, ">=2", "number of classes (spiral arms; image sets have their own)")
-    turns: float = _f(2.0, ">0", "spiral arm length in full turns (2 = 4*pi)")
-    noise: float = _f(0.2, ">=0", "std of the angle noise")
-    seed: int = _f(0, ">=0", "data seed: the spiral's numpy legacy seed; the image subsets' and held-out split's seed")
-    val_seed: int = _f(-1, ">=-1", "numpy seed of a held-out spiral (-1 = none)")
-    val_points_per_class: int = _f(0, ">=0", "held-out points per class (0 = same as training)")
-    eval_every: int = _f(100, ">=1", "evaluate the held-out set every N updates")
-    batch_size: int = _f(0, ">=0", "mini-batch size (0 = full batch)")
-    root: str = _f("~/.cache/dlf-tui/data", None, "image data: torchvision's root directory (~ expanded)")
-    download: bool = _f(False, None, "image data: download the files into data.root when missing")
-    verify: bool = _f(True, None, "image data: check the CIFAR files' md5 sums (torchvision's integrity check)")
-    val_split: str = _f("test", "choice:test,holdout,none", "image data: held-out set = the official test set, a held-out part of train, or none")
-    val_fraction: float = _f(0.1, "[0,1)", "image data, val_split = holdout: fraction of each class held out of train")
-    subset_per_class: int = _f(0, ">=0", "image data: training images per class (0 = all), drawn with data.seed")
-    val_subset_per_class: int = _f(0, ">=0", "image data: held-out images per class (0 = all), drawn with data.seed")
-    augment: str = _f("auto", "choice:auto,none,flip,crop,crop-flip", "image data: on-device augmentation per step (auto = crop-flip for CIFAR, none for MNIST)")
-    crop_padding: int = _f(4, ">=0", "image data: zero padding of the random crop, in pixels")
-    eval_batch_size: int = _f(1000, ">=1", "evaluate the held-out set in batches of N samples")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    kind: str = _f("mlp", "choice:mlp,myrtle5,myrtle7,myrtle10,resnet18", "model family (mlp flattens image inputs)")
-    hidden: tuple[int, ...] = _f((100,), "widths>=1", "hidden layer widths (mlp)")
-    activation: str = _f("relu", "choice:relu", "hidden activation")
-    init: str = _f("glorot", "choice:glorot,torch,he", "glorot = the reference's truncated-normal Glorot; torch = PyTorch default; he = N(0, 2/fan_in), zero biases")
-    width: int = _f(128, ">=1", "channels of every conv layer (myrtle5/7/10)")
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    kind: str = _f("triangle", "choice:triangle,sine,square,static", "shape of the oscillation")
-    amplitude: float = _f(70.0, ">=1,<=1e6", "peak raw weight A of the emphasised class (1 = plain CE)")
-    period: int = _f(5000, ">=1", "period T (a period is T+1 updates)")
-    last_period_static: bool = _f(True, None, "switch to A=1 at the first period boundary after step > steps - T")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    name: str = _f("gd", "choice:gd,sgd,adam", "gd = plain gradient descent")
-    lr: float = _f(1.0, ">0", "learning rate")
-    momentum: float = _f(0.0, "[0,1)", "SGD momentum")
-    weight_decay: float = _f(0.0, ">=0", "L2 weight decay")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    steps: int = _f(70000, ">=1", "number of updates")
-    seed: int = _f(0, ">=0", "torch seed of the initial weights and batches")
-    dtype: str = _f("float64", "choice:float32,float64", "floating point type")
-    device: str = _f("auto", "device", "auto, cpu, cuda or cuda:N")
-    threads: int = _f(1, ">=0", "torch CPU threads (0 = torch default)")
-    flush_every: int = _f(2048, ">=1", "flush metrics at least every N updates")
-    flush_seconds: float = _f(0.1, ">0", "... or every S seconds, whichever is first")
-    checkpoint_every: int = _f(0, ">=0", "periodic checkpoint every N updates (0 = off)")
-    fused: bool = _f(True, None, "use the hand-fused full-batch GD step when it applies")
-    amp: str = _f("off", "choice:off,bf16", "autocast the forward pass to bfloat16 (autograd stepper)")
-    channels_last: bool = _f(False, None, "conv models: channels-last memory format")
-    compile: bool = _f(False, None, "torch.compile the model's step (autograd stepper; first updates are slow)")
-
-
-@dataclass(frozen=True)
-class DiagnosticsConfig:
-    enabled: bool = _f(False, None, "compute the Hessian's top eigenvalue during training")
-    every: int = _f(501, ">=1", "Hessian λ_max every N updates (keep it odd: past 2/η GD oscillates with period 2)")
-    iters: int = _f(20, ">=1", "Lanczos iterations (at most)")
-    k: int = _f(1, ">=1", "how many top eigenvalues")
-    ntk_every: int = _f(0, ">=0", "NTK λ_max every N updates (0 = off)")
-    ntk_size: int = _f(100, ">=1", "samples in the fixed NTK subset")
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Read by ``dlf-tui sweep`` only; a single run ignores it (see ``sweeps.py``)."""
-
-    grid: tuple[str, ...] = _f((), "grid", "axes: \"section.key=v1,v2,...\" each; members are their cross product × seeds")
-    seeds: int = _f(1, ">=1,<=4096", "seeds per cell: run.seed, run.seed+1, ...")
-    threshold: float = _f(0.95, ">0,<=1", "summary: fraction of seeds whose final accuracy is >= this")
-
-
-@dataclass(frozen=True)
-class Config:
-    name: str = "custom"
-    description: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-
-
-SECTIONS: dict[str, type] = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "schedule": ScheduleConfig,
-    "optim": OptimConfig,
-    "run": RunConfig,
-    "diagnostics": DiagnosticsConfig,
-    "sweep": SweepConfig,
-}
-TOP_KEYS = ("name", "description")
+from dlf_tui.core.errors import ConfigError, first_line, printable  # noqa: F401 - config.printable
+from dlf_tui.core.sections import (  # noqa: F401 - the sections are used as config.X too
+    SECTIONS,
+    TOP_KEYS,
+    Config,
+    DataConfig,
+    DiagnosticsConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    SweepConfig,
+    type_of,
+)
 
 
 def _field(section: str, key: str) -> dataclasses.Field:
@@ -155,15 +45,6 @@ def _field(section: str, key: str) -> dataclasses.Field:
     raise ConfigError(f"unknown key {printable(section)}.{printable(key)} (known: {known})")
 
 
-@functools.cache
-def _hints(section: str) -> dict[str, Any]:
-    return get_type_hints(SECTIONS[section])  # slow (evaluates annotations): once per section
-
-
-def _type_of(section: str, key: str) -> Any:
-    return _hints(section)[key]
-
-
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is tuple:
         return "a list of strings" if get_args(tp)[0] is str else "a list of integers"
@@ -172,7 +53,7 @@ def _type_name(tp: Any) -> str:
 
 def coerce(section: str, key: str, value: Any) -> Any:
     """Type-check ``value`` (already parsed from TOML/JSON) for ``section.key``."""
-    tp = _type_of(section, key)
+    tp = type_of(section, key)
     bad = ConfigError(f"{section}.{key} = {_show(value)}: must be {_type_name(tp)}")
     if get_origin(tp) is tuple:
         item = get_args(tp)[0]
@@ -210,14 +91,6 @@ def coerce(section: str, key: str, value: Any) -> Any:
         _check_text(f"{section}.{key}", value)
         return value
     raise AssertionError(tp)  # pragma: no cover
-
-
-def printable(text: str) -> str:
-    """``text`` with newlines and other non-printable characters escaped, so an
-    error about user input always stays one line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _show(value: Any) -> str:
@@ -265,9 +138,7 @@ def check_value(section: str, key: str, value: Any) -> Any:
     elif rule == "widths>=1":
         if len(value) == 0 or any(v < 1 or v > 1_000_000 for v in value):
             raise ConfigError(f"{where}: must be a non-empty list of widths between 1 and 1000000")
-    elif rule == "grid":
-        from dlf_tui.store.sweep import parse_axis  # a grid entry is an axis, checked like `sweep --set`
-
+    elif rule == "grid":  # a grid entry is an axis, checked like `sweep --set`
         for item in value:
             parse_axis(item, f"{section}.{key}")
     elif rule == "[0,1)":
@@ -287,7 +158,7 @@ def check_value(section: str, key: str, value: Any) -> Any:
     return value
 
 
-def _check_whole(cfg: Config) -> None:
+def check_whole(cfg: Config) -> None:
     """Rules that involve more than one key."""
     # image sets know their size only once loaded (data.load checks the batch there)
     if cfg.data.name == "spiral" and cfg.data.batch_size > cfg.data.points_per_class * cfg.data.classes:
@@ -325,7 +196,7 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
                     f"{', '.join('[' + s + ']' for s in SECTIONS)})"
                 )
         cfg = Config(**top, **sections)
-        _check_whole(cfg)
+        check_whole(cfg)
         return cfg
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
@@ -346,7 +217,7 @@ def loads(text: str, source: str = "config") -> Config:
     try:
         doc = tomllib.loads(text)
     except (ValueError, RecursionError) as err:  # TOMLDecodeError, huge ints, deep nesting
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        msg = first_line(err) or type(err).__name__
         raise ConfigError(f"{source}: invalid TOML: {printable(msg)[:120]}") from None
     return from_dict(doc, source)
 
@@ -390,10 +261,77 @@ def apply_overrides(cfg: Config, items: list[str] | tuple[str, ...], source: str
                 raise ConfigError(f"{key}: expected section.key (e.g. schedule.amplitude)")
             value = check_value(section, name, parse_scalar(raw))
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
-            _check_whole(cfg)
+            check_whole(cfg)
         except ConfigError as err:
             raise ConfigError(f"{source} {printable(item)[:80]}: {err}") from None
     return cfg
+
+
+# ---------------------------------------------------------------------------
+# Grid axes: ``section.key=v1,v2,...`` (``[sweep] grid`` entries, ``sweep --set``)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str  # section.key
+    values: tuple
+
+    @property
+    def short(self) -> str:
+        return self.key.rpartition(".")[2]
+
+
+def split_top(text: str) -> list[str]:
+    """Split at commas outside brackets and quotes: ``[16,16],[32]`` → two parts."""
+    parts, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts]
+
+
+def parse_axis(item: str, source: str = "--set") -> Axis:
+    """``section.key=v1,v2,...`` → an Axis of checked values (one line on refusal).
+
+    For a list-valued key (model.hidden) each comma-separated value is one
+    alternative: ``model.hidden=16,32`` sweeps one hidden layer of 16 and of 32;
+    ``model.hidden=[16,16],[32,32]`` sweeps two-layer widths."""
+    key, raw = split_assignment(item, source)
+    where = f"{source} {printable(item)[:80]}"
+    section, dot, name = key.partition(".")
+    if not dot or not name or section not in SECTIONS or section == "sweep":
+        raise ConfigError(f"{where}: expected section.key of "
+                          f"{', '.join('[' + s + ']' for s in SECTIONS if s != 'sweep')}")
+    if key == "run.seed":
+        raise ConfigError(f"{where}: seeds are not an axis: use --seeds N (run.seed is the first)")
+    values = []
+    try:
+        listed = get_origin(type_of(section, name)) is tuple
+        for part in split_top(raw):
+            if not part:
+                raise ConfigError(f"{key}: empty value in {printable(raw)[:40]!r}")
+            v = parse_scalar(part)
+            if listed and isinstance(v, int) and not isinstance(v, bool):
+                v = [v]
+            values.append(check_value(section, name, v))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if len(set(map(repr, values))) != len(values):
+        raise ConfigError(f"{where}: a value is listed twice")
+    return Axis(key, tuple(values))
 
 
 # ---------------------------------------------------------------------------

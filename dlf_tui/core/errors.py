@@ -1,7 +1,8 @@
 """Every error a user may see, and the one way to say one in a line.
 
 Each class's ``str(err)`` is one line meant for the user; ``one_line(exc)``
-turns any other exception into ``Type: first line of its message``.
+turns any other exception into ``Type: first line of its message``, and
+``printable(text)`` escapes what a user typed so that a message stays one line.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ class EngineRefused(ClientError):
 
 class FigureError(RuntimeError):
     """A PNG export that cannot be made (no matplotlib, a bad window …)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with newlines and other non-printable characters escaped, so an
+    error about user input always stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def first_line(exc: BaseException) -> str:

@@ -7,10 +7,11 @@ Earlier directories shadow later ones, so a user can override a shipped preset.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dlf_tui.core import config
+from dlf_tui.core.errors import ConfigError
 
 SHIPPED_DIRS = (
     Path(__file__).resolve().parent / "presets",  # inside an installed wheel
@@ -48,19 +49,19 @@ class Preset:
     def load(self) -> config.Config:
         cfg = config.load(self.path)
         if cfg.name in ("custom", ""):
-            cfg = config.replace(cfg, name=self.name)
+            cfg = replace(cfg, name=self.name)
         return cfg
 
     def description(self) -> str:
         try:
             return self.load().description
-        except config.ConfigError as err:
+        except ConfigError as err:
             return f"(invalid: {err})"
 
 
 def discover(presets_dir: Path | None = None) -> list[Preset]:
     if presets_dir is not None and not Path(presets_dir).is_dir():
-        raise config.ConfigError(f"--presets-dir {presets_dir}: no such directory")
+        raise ConfigError(f"--presets-dir {presets_dir}: no such directory")
     seen: dict[str, Preset] = {}
     for origin, d in search_path(presets_dir):
         if not d.is_dir():
@@ -75,9 +76,9 @@ def find(spec: str, presets_dir: Path | None = None) -> config.Config:
     path = Path(spec)
     if spec.endswith(".toml") or path.is_file():
         cfg = config.load(path)
-        return config.replace(cfg, name=path.stem) if cfg.name in ("custom", "") else cfg
+        return replace(cfg, name=path.stem) if cfg.name in ("custom", "") else cfg
     for p in discover(presets_dir):
         if p.name == spec:
             return p.load()
     names = ", ".join(p.name for p in discover(presets_dir)) or "none found"
-    raise config.ConfigError(f"unknown preset {spec!r} (presets: {names})")
+    raise ConfigError(f"unknown preset {spec!r} (presets: {names})")

@@ -1,11 +1,12 @@
-"""Engine process: ``python -m dlf_tui.engine RUN_DIR [--resume] [--nproc N]``.
+"""Engine process: ``python -m dlf_tui.engine RUN_DIR [--resume] [--nproc N]``, or
+``python -m dlf_tui.engine SWEEP_DIR [--resume] [--mode M] [--threads N]``.
 
 Started by the CLI or the TUI in its own session, so closing the terminal or the
 TUI never stops training.  Exit status: 0 finished/stopped, 1 crashed, 2 could
 not start (the reason is the last line of ``engine.log`` and in ``state.json``).
 
 With ``--nproc N`` this process is rank 0 and starts ranks 1 … N−1 itself
-(``--rank R``, see ``distributed.py``); only rank 0 writes ``state.json``.
+(``--rank R``, see ``loops/distributed.py``); only rank 0 writes ``state.json``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ import sys
 import time
 from pathlib import Path
 
-from dlf_tui.store import run as runs
+from dlf_tui.core import states
+from dlf_tui.core.errors import RunError, SetupError, first_line, one_line
+from dlf_tui.engine.loops.ranks import start_ranks  # no torch: ranks start while rank 0 imports it
+from dlf_tui.store import run as runs, sweep as sweeps
+
+SWEEP_MODES = ("auto", "threads", "batched", "vmap", "sequential")  # see loops/sweep.py
 
 
 def _fail(run_dir: Path, reason: str) -> int:
     print(f"error: {reason}", file=sys.stderr, flush=True)
     try:
         runs.write_json_atomic(run_dir / runs.STATE, {
-            "state": "crashed", "pid": os.getpid(), "reason": reason, "ended": time.time()})
+            "state": states.CRASHED, "pid": os.getpid(), "reason": reason, "ended": time.time()})
     except OSError:
         pass
     return 2
@@ -37,34 +43,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=1,
                     help="train with N processes (DistributedDataParallel); this one is rank 0")
     ap.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)  # set by rank 0
+    ap.add_argument("--mode", default=os.environ.get("DLF_TUI_SWEEP_MODE", "auto"),
+                    choices=SWEEP_MODES, help="a sweep: how its members train")
+    ap.add_argument("--threads", type=int, default=None, help="a sweep: worker threads")
     args = ap.parse_args(argv)
     run_dir: Path = args.run_dir
+    if sweeps.is_sweep(run_dir):
+        return _sweep(run_dir, args.resume, args.mode, args.threads)
     if args.nproc < 1 or not 0 <= args.rank < args.nproc:
         print(f"error: --nproc {args.nproc} --rank {args.rank}: need nproc >= 1 and "
               f"0 <= rank < nproc", file=sys.stderr)
         return 2
     if not (run_dir / runs.CONFIG).exists():
-        print(f"error: {run_dir}: not a run directory (no {runs.CONFIG})", file=sys.stderr)
+        print(f"error: {run_dir}: not a run directory (no {runs.CONFIG}), not a sweep directory "
+              f"(no {sweeps.SWEEP})", file=sys.stderr)
         return 2
     if args.rank:
         return _other_rank(run_dir, args.rank, args.nproc, args.resume)
     logging.basicConfig(
         filename=run_dir / runs.LOG, level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s")
-    runs.write_json_atomic(run_dir / runs.STATE, {"state": "starting", "pid": os.getpid(),
+    runs.write_json_atomic(run_dir / runs.STATE, {"state": states.STARTING, "pid": os.getpid(),
                                                   "started": time.time()})
     # the other ranks import torch while this one does
-    children = _start_ranks(run_dir, args.nproc, args.resume) if args.nproc > 1 else {}
-    from dlf_tui.engine.trainer import Engine, SetupError  # torch is imported here, after the cheap checks
+    children = start_ranks(run_dir, args.nproc, args.resume) if args.nproc > 1 else {}
+    # torch is imported here, after the cheap checks
+    from dlf_tui.engine.loops import distributed
+    from dlf_tui.engine.loops.single import SingleRun
 
     group = None
     try:
         if args.nproc > 1:
-            from dlf_tui.engine.loops import distributed
-
             group = distributed.launch(run_dir, args.nproc, children)
-        engine = Engine(run_dir, resume=args.resume, dist=group)
-    except (SetupError, runs.RunError, OSError) as err:
+        engine = SingleRun(run_dir, resume=args.resume, dist=group)
+    except (SetupError, RunError, OSError) as err:
         logging.getLogger("dlf_tui.engine").error("cannot start: %s", err)
         if group is not None:
             group.abort(str(err))
@@ -74,42 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         # e.g. a rank died while the ranks were meeting: say which, stop the others
         logging.getLogger("dlf_tui.engine").exception("cannot start")
-        line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".strip()
-        _fail(run_dir, group.abort(line))
+        _fail(run_dir, group.abort(one_line(err)))
         return 1
     try:
         return engine.run()
     finally:
         engine.close()
-
-
-def _start_ranks(run_dir: Path, world: int, resume: bool) -> dict:
-    """Rank 0 starts ranks 1 … world−1: children in its process group (a signal to
-    the run's group reaches them all), each logging to ``engine-rank<R>.log``."""
-    import socket
-    import subprocess
-
-    if "GLOO_SOCKET_IFNAME" not in os.environ:  # gloo between the ranks over loopback
-        try:
-            names = {name for _, name in socket.if_nameindex()}
-        except OSError:
-            names = set()
-        for name in ("lo", "lo0"):
-            if name in names:
-                os.environ["GLOO_SOCKET_IFNAME"] = name
-                break
-    try:
-        (run_dir / runs.RENDEZVOUS).unlink()  # left by an earlier session that crashed
-    except FileNotFoundError:
-        pass
-    children = {}
-    for r in range(1, world):
-        args = [sys.executable, "-m", "dlf_tui.engine", str(run_dir), "--nproc", str(world),
-                "--rank", str(r)] + (["--resume"] if resume else [])
-        with open(run_dir / runs.RANK_LOG.format(rank=r), "ab") as logf:
-            children[r] = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf,
-                                           stderr=logf, close_fds=True)
-    return children
 
 
 def _other_rank(run_dir: Path, rank: int, world: int, resume: bool) -> int:
@@ -121,20 +103,44 @@ def _other_rank(run_dir: Path, rank: int, world: int, resume: bool) -> int:
         format="%(asctime)s %(levelname)s %(message)s")
     try:
         group = distributed.join(run_dir, rank, world)
-        worker = distributed.Worker(run_dir, resume=resume, dist=group)
-    except (distributed.SetupError, runs.RunError, OSError) as err:
+        trainer, recorder = distributed.rank_trainer(run_dir, resume, group)
+    except (SetupError, RunError, OSError) as err:
         logging.getLogger("dlf_tui.engine").error("rank %d cannot start: %s", rank, err)
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
     except Exception as err:  # noqa: BLE001 - e.g. rank 0 went away during the start
         logging.getLogger("dlf_tui.engine").exception("rank %d cannot start", rank)
-        print(f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-              file=sys.stderr, flush=True)
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         return 1
+    return distributed.follow_rank(group, trainer, recorder)
+
+
+def _sweep(path: Path, resume: bool, mode: str, threads: int | None) -> int:
+    """The sweep engine: every member of the sweep in this process (``loops/sweep.py``)."""
+    logging.basicConfig(filename=path / runs.LOG, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
     try:
-        return worker.run()
+        sweep = sweeps.Sweep(path)
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sweeps.write_state(sweep, states.STARTING, started=time.time())
+    from dlf_tui.engine.loops.sweep import SweepEngine  # torch is imported here, after the cheap checks
+
+    eng = SweepEngine(path, resume=resume, mode=mode, threads=threads)
+    try:
+        eng.setup()
+    except (SetupError, RunError, OSError, ValueError) as err:
+        reason = first_line(err) or type(err).__name__
+        logging.getLogger("dlf_tui.engine").error("cannot start: %s", reason)
+        print(f"error: {reason}", file=sys.stderr, flush=True)
+        sweeps.write_state(sweep, states.CRASHED, reason=reason)
+        eng.close()
+        return 2
+    try:
+        return eng.run()
     finally:
-        worker.close()
+        eng.close()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ import json
 import math
 from pathlib import Path
 
+from dlf_tui.core import series
+from dlf_tui.core.errors import RunError
 from dlf_tui.store import run as runs
+from dlf_tui.store import sweep as sweeps
 
 
 def csv_columns(metric_cols: list[str], eval_cols: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -16,11 +19,11 @@ def csv_columns(metric_cols: list[str], eval_cols: list[str]) -> tuple[list[str]
     The CSV header is ``head + validation + rest``: ``step, loss_dynamical,
     loss_ce, accuracy, accuracy_class_*, gamma_*, amplitude, period, lr``, then
     the validation columns where the run has them, then grad_norm and the like."""
-    C = sum(c.startswith("accuracy_class_") for c in metric_cols)
-    head = (["step", "loss_dynamical", "loss_ce", "accuracy"]
-            + [f"accuracy_class_{i}" for i in range(C)]
-            + [f"gamma_{i}" for i in range(C)] + ["amplitude", "period", "lr"])
-    vals = [c for c in eval_cols if c != "step"]
+    C = series.classes_of(metric_cols)
+    head = ([series.STEP, series.LOSS_DYNAMICAL, series.LOSS_CE, series.ACCURACY]
+            + [series.accuracy_class(i) for i in range(C)]
+            + [series.gamma(i) for i in range(C)] + [series.AMPLITUDE, series.PERIOD, series.LR])
+    vals = [c for c in eval_cols if c != series.STEP]
     rest = [c for c in metric_cols if c not in head]
     return head, vals, rest
 
@@ -31,7 +34,7 @@ def _fmt(v: float, integer: bool) -> str:
     return str(int(v)) if integer else repr(float(v))
 
 
-DIAG_CSV = ("hessian_lambda_max", "ntk_lambda_max")
+DIAG_CSV = (series.HESSIAN_LAMBDA_MAX, series.NTK_LAMBDA_MAX)
 
 
 def _sparse(run: runs.Run, name: str, wanted: list[str]) -> dict[int, list[str]]:
@@ -46,16 +49,16 @@ def _sparse(run: runs.Run, name: str, wanted: list[str]) -> dict[int, list[str]]
 def write_csv(run: runs.Run, path: Path) -> int:
     """One row per update; validation and diagnostics cells are empty on rows
     without an evaluation / a diagnostic."""
-    mcols, ecols = run.columns("metrics"), run.columns("eval")
+    mcols, ecols = run.columns(series.METRICS), run.columns(series.EVAL)
     if not mcols:
-        raise runs.RunError(f"{run.id}: no metrics yet")
+        raise RunError(f"{run.id}: no metrics yet")
     head, vals, rest = csv_columns(mcols, ecols)
-    dcols = [c for c in DIAG_CSV if c in run.columns("diag")]
-    m = run.read("metrics")
+    dcols = [c for c in DIAG_CSV if c in run.columns(series.DIAG)]
+    m = run.read(series.METRICS)
     hidx = [mcols.index(c) for c in head]
     ridx = [mcols.index(c) for c in rest]
-    ints = [c in ("step", "period") for c in head]
-    ev, dg = _sparse(run, "eval", vals), _sparse(run, "diag", dcols)
+    ints = [c in (series.STEP, series.PERIOD) for c in head]
+    ev, dg = _sparse(run, series.EVAL, vals), _sparse(run, series.DIAG, dcols)
     vblank, dblank = [""] * len(vals), [""] * len(dcols)
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write(",".join(head + vals + dcols + rest) + "\n")
@@ -92,7 +95,7 @@ def members_csv_path(path: Path) -> Path:
     return path.with_name(path.stem + "-members.csv")
 
 
-def write_sweep_csv(sweep, path: Path) -> tuple[int, int, Path]:
+def write_sweep_csv(sweep: sweeps.Sweep, path: Path) -> tuple[int, int, Path]:
     """``path``: one row per cell (axis values, seeds, finished, mean/std/fraction ≥
     threshold of the final train and validation accuracy, threshold); next to it
     ``<stem>-members.csv``: one row per member (its final update's values).
@@ -116,10 +119,10 @@ def write_sweep_csv(sweep, path: Path) -> tuple[int, int, Path]:
                                         "train_accuracy", "val_accuracy"])
         for m in sweep.members:
             raw = m.run.raw_state()
-            state = m.run.state().get("state", "unknown") if raw else "pending"
-            last, ev = m.run.last_row(), m.run.last_row("eval")
-            step = str(int(last["step"])) if "step" in last else ""
+            state = m.run.state().get("state", runs.UNKNOWN) if raw else sweeps.PENDING
+            last, ev = m.run.last_row(), m.run.last_row(series.EVAL)
+            step = str(int(last[series.STEP])) if series.STEP in last else ""
             w.writerow([m.id] + [_value(v) for v in m.cell] + [m.seed, state, step]
-                       + [_num(last.get(k)) for k in ("loss_dynamical", "loss_ce", "accuracy")]
-                       + [_num(ev.get("val_accuracy"))])
+                       + [_num(last.get(k)) for k in (series.LOSS_DYNAMICAL, series.LOSS_CE, series.ACCURACY)]
+                       + [_num(ev.get(series.VAL_ACCURACY))])
     return len(rows), len(sweep.members), mpath

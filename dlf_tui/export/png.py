@@ -13,11 +13,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from dlf_tui.core import series
+from dlf_tui.core.errors import FigureError, RunError
 from dlf_tui.store import run as runs
-from dlf_tui.core.errors import FigureError
-
-
-
+from dlf_tui.store import sweep as sweeps
 
 def _matplotlib():
     try:
@@ -49,11 +48,11 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
     import numpy as np
 
     plt = _matplotlib()
-    cols = run.columns("metrics")
-    if not cols or run.rows("metrics") == 0:
-        raise runs.RunError(f"{run.id}: no metrics yet")
-    m = run.read("metrics")
-    step = m[:, cols.index("step")]
+    cols = run.columns(series.METRICS)
+    if not cols or run.rows(series.METRICS) == 0:
+        raise RunError(f"{run.id}: no metrics yet")
+    m = run.read(series.METRICS)
+    step = m[:, cols.index(series.STEP)]
     if window:
         keep = (step >= window[0]) & (step <= window[1])
         if not keep.any():
@@ -63,17 +62,18 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
     stride = max(1, len(step) // max_points)  # a figure never needs more points than pixels
     col = {c: m[::stride, i] for i, c in enumerate(cols)}
     x = step[::stride]
-    C = sum(c.startswith("gamma_") for c in cols)
-    F = m[:, cols.index("loss_dynamical")]
+    C = series.classes_of(cols)
+    F = m[:, cols.index(series.LOSS_DYNAMICAL)]
     dF = np.concatenate([[np.nan], F[:-1] - F[1:]])[::stride]
 
-    d = run.read("diag") if run.rows("diag") else None
-    dcols = run.columns("diag")
+    d = run.read(series.DIAG) if run.rows(series.DIAG) else None
+    dcols = run.columns(series.DIAG)
     if d is not None and window:
         d = d[(d[:, 0] >= window[0]) & (d[:, 0] <= window[1])]
     has = lambda name: d is not None and name in dcols and np.isfinite(d[:, dcols.index(name)]).any()  # noqa: E731
 
-    panels = ["gamma", "F", "dF", "acc"] + [p for p in ("hessian_lambda_max", "ntk_lambda_max") if has(p)]
+    panels = ["gamma", "F", "dF", "acc"] + [p for p in (series.HESSIAN_LAMBDA_MAX, series.NTK_LAMBDA_MAX)
+                                             if has(p)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.7 * len(panels) + 0.6), sharex=True,
                              squeeze=False)
     axes = axes[:, 0]
@@ -81,13 +81,13 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
     for ax, p in zip(axes, panels):
         if p == "gamma":
             for i in range(C):
-                ax.plot(x, col[f"gamma_{i}"], lw=0.8, label=f"Γ_{i}")
+                ax.plot(x, col[series.gamma(i)], lw=0.8, label=f"Γ_{i}")
             ax.set_ylabel("Γ_i(t)")
             if C <= 10:
                 ax.legend(loc="upper right", fontsize=6, ncol=min(C, 5))
         elif p == "F":
-            ax.plot(x, col["loss_dynamical"], lw=0.8, label="F")
-            ax.plot(x, col["loss_ce"], lw=0.8, alpha=0.7, label="CE")
+            ax.plot(x, col[series.LOSS_DYNAMICAL], lw=0.8, label="F")
+            ax.plot(x, col[series.LOSS_CE], lw=0.8, alpha=0.7, label="CE")
             ax.set_yscale("log")
             ax.set_ylabel("loss")
             ax.legend(loc="upper right", fontsize=6)
@@ -97,18 +97,18 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
             ax.set_yscale("symlog", linthresh=1e-6)
             ax.set_yticks([-1.0, -1e-3, 0.0, 1e-3, 1.0])
         elif p == "acc":
-            ax.plot(x, col["accuracy"], lw=0.9, color="k", label="train")
+            ax.plot(x, col[series.ACCURACY], lw=0.9, color="k", label="train")
             if C <= 10:
                 for i in range(C):
-                    ax.plot(x, col[f"accuracy_class_{i}"], lw=0.5, alpha=0.6,
+                    ax.plot(x, col[series.accuracy_class(i)], lw=0.5, alpha=0.6,
                             marker=markers[i % len(markers)], markevery=max(1, len(x) // 12),
                             ms=2.5, label=f"class {i}")
-            if run.rows("eval"):
-                e = run.read("eval")
-                ecols = run.columns("eval")
+            if run.rows(series.EVAL):
+                e = run.read(series.EVAL)
+                ecols = run.columns(series.EVAL)
                 if window:
                     e = e[(e[:, 0] >= window[0]) & (e[:, 0] <= window[1])]
-                ax.plot(e[:, 0], e[:, ecols.index("val_accuracy")], lw=0.9, ls="--", label="held-out")
+                ax.plot(e[:, 0], e[:, ecols.index(series.VAL_ACCURACY)], lw=0.9, ls="--", label="held-out")
             ax.set_ylabel("accuracy")
             ax.set_ylim(-0.02, 1.02)
             ax.legend(loc="lower right", fontsize=6, ncol=3)
@@ -117,10 +117,10 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
             ok = np.isfinite(d[:, j])
             ax.plot(d[ok, 0], d[ok, j], ".-", lw=0.6, ms=2)
             ax.set_yscale("log")
-            if p == "hessian_lambda_max" and "lr" in dcols:
-                ax.plot(d[:, 0], 2.0 / d[:, dcols.index("lr")], "r--", lw=0.8, label="2/η")
+            if p == series.HESSIAN_LAMBDA_MAX and series.LR in dcols:
+                ax.plot(d[:, 0], 2.0 / d[:, dcols.index(series.LR)], "r--", lw=0.8, label="2/η")
                 ax.legend(loc="upper right", fontsize=6)
-            ax.set_ylabel("Hessian λmax" if p.startswith("hessian") else "NTK λmax")
+            ax.set_ylabel("Hessian λmax" if p == series.HESSIAN_LAMBDA_MAX else "NTK λmax")
     axes[-1].set_xlabel("update")
     title = f"{run.id}"
     if window:
@@ -141,7 +141,7 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
 MAX_HEATMAPS = 12
 
 
-def sweep_layout(sweep) -> tuple[int | None, int | None, list[tuple[tuple[int, Any], ...]]]:
+def sweep_layout(sweep: sweeps.Sweep) -> tuple[int | None, int | None, list[tuple[tuple[int, Any], ...]]]:
     """(x axis index, y axis index, heatmaps): x is the sweep's first axis with more
     than one value, y its second (None when there are fewer); each heatmap is one
     combination of the values of the further multi-valued axes ((index, value), ...)."""
@@ -154,23 +154,21 @@ def sweep_layout(sweep) -> tuple[int | None, int | None, list[tuple[tuple[int, A
     return xi, yi, combos
 
 
-def write_sweep_png(sweep, path: Path) -> int:
+def write_sweep_png(sweep: sweeps.Sweep, path: Path) -> int:
     """Heatmaps of the mean final accuracy per cell (annotated mean ± std and the
     fraction of seeds ≥ threshold, as k/n): train, and validation as a second panel when
     members have it; one row of panels per combination of the axes beyond the
     first two.  Returns the number of panels."""
     import numpy as np
 
-    from dlf_tui.cli.follow_sweep import above
-    from dlf_tui.store.sweep import slug as show
-
+    above, show = sweeps.above, sweeps.slug
     xi, yi, combos = sweep_layout(sweep)
     if len(combos) > MAX_HEATMAPS:
         raise FigureError(f"{sweep.id}: {len(combos)} combinations of the axes beyond the first two: "
                           f"at most {MAX_HEATMAPS} rows of heatmaps")
     rows = {r["cell"]: r for r in sweep.summary()}
     if not any(r["train"]["n"] for r in rows.values()):
-        raise runs.RunError(f"{sweep.id}: no member has metrics yet")
+        raise RunError(f"{sweep.id}: no member has metrics yet")
     plt = _matplotlib()
     from matplotlib.colors import Normalize
 

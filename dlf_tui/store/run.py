@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dlf_tui.core import config, series, states
 from dlf_tui.core.errors import RunError
 
 CONFIG = "config.toml"
@@ -34,9 +36,7 @@ LOG = "engine.log"
 RANK_LOG = "engine-rank{rank}.log"  # ranks 1 … N−1 of a run across N processes
 RENDEZVOUS = "rendezvous.store"  # where the N processes meet (a torch FileStore)
 CHECKPOINTS = "checkpoints"
-LIVE_STATES = ("starting", "running", "paused", "stopping")
-
-
+UNKNOWN = "unknown"  # the state of a directory whose state.json says nothing
 
 
 def default_runs_dir() -> Path:
@@ -147,9 +147,7 @@ class Run:
         except (OSError, ValueError) as err:
             raise RunError(f"{self.path}: unreadable config.toml: {err}") from None
 
-    def config(self):
-        from dlf_tui.core import config
-
+    def config(self) -> config.Config:
         return config.load(self.file(CONFIG))
 
     def raw_state(self) -> dict[str, Any]:
@@ -163,17 +161,17 @@ class Run:
         that claimed to be live is gone."""
         st = self.raw_state()
         if not st:
-            st = {"state": "crashed" if self.file(CONFIG).exists() else "unknown"}
+            st = {"state": states.CRASHED if self.file(CONFIG).exists() else UNKNOWN}
             st["reason"] = "no state.json (the engine never started)"
-        if st.get("state") in LIVE_STATES and not engine_alive(st.get("pid")):
-            st = dict(st, state="crashed", reason=st.get("reason") or "engine process is gone")
+        if st.get("state") in states.LIVE and not engine_alive(st.get("pid")):
+            st = dict(st, state=states.CRASHED, reason=st.get("reason") or "engine process is gone")
         return st
 
     def is_live(self) -> bool:
-        return self.state().get("state") in LIVE_STATES
+        return self.state().get("state") in states.LIVE
 
     # -- series ----------------------------------------------------------------
-    def columns(self, name: str = "metrics") -> list[str]:
+    def columns(self, name: str = series.METRICS) -> list[str]:
         cols = self._columns.get(name)
         if cols is None:
             try:
@@ -183,7 +181,7 @@ class Run:
             self._columns[name] = cols
         return list(cols)
 
-    def rows(self, name: str = "metrics") -> int:
+    def rows(self, name: str = series.METRICS) -> int:
         cols = self.columns(name)
         try:
             size = self.file(f"{name}.bin").stat().st_size
@@ -191,7 +189,7 @@ class Run:
             return 0
         return size // (8 * len(cols)) if cols else 0
 
-    def read(self, name: str = "metrics", start: int = 0, stop: int | None = None):
+    def read(self, name: str = series.METRICS, start: int = 0, stop: int | None = None):
         """Rows ``start..stop-1`` as a numpy (rows × columns) array (torn tail ignored)."""
         import numpy as np
 
@@ -206,7 +204,7 @@ class Run:
             data = np.fromfile(fh, dtype="<f8", count=(stop - start) * len(cols))
         return data.reshape(-1, len(cols))
 
-    def last_row(self, name: str = "metrics") -> dict[str, float]:
+    def last_row(self, name: str = series.METRICS) -> dict[str, float]:
         n = self.rows(name)
         if n == 0:
             return {}
@@ -239,10 +237,10 @@ class Run:
         return {
             "id": self.id,
             "preset": doc.get("name", "?"),
-            "state": st.get("state", "unknown"),
-            "step": int(last.get("step", 0)),
+            "state": st.get("state", UNKNOWN),
+            "step": int(last.get(series.STEP, 0)),
             "total": int(total or 0),
-            "accuracy": last.get("accuracy"),
+            "accuracy": last.get(series.ACCURACY),
             "reason": st.get("reason", ""),
             "started": st.get("started"),
         }
@@ -302,65 +300,12 @@ def resolve(spec: str | None, runs_dir: Path) -> Run:
     raise RunError(f"no run {spec!r} (not a run directory, nor an id under {runs_dir})")
 
 
-# ---------------------------------------------------------------------------
-# Starting the engine
-# ---------------------------------------------------------------------------
-
-
-def create_run(cfg, runs_dir: Path) -> Run:
-    """Make a run directory holding the fully resolved ``config.toml``."""
-    from dlf_tui.core import config
-
+def create_run(cfg: config.Config, runs_dir: Path) -> Run:
+    """Make a run directory holding the fully resolved ``config.toml`` (its engine
+    is started by ``launch.spawn_run_engine``)."""
     path = new_run_dir(Path(runs_dir), cfg.name)
     try:
         (path / CONFIG).write_text(config.to_toml(cfg), encoding="utf-8")
     except OSError as err:
         raise RunError(f"cannot write {path / CONFIG}: {err.strerror}") from None
     return Run(path)
-
-
-def spawn_engine(run: Run, resume: bool = False, nproc: int = 1):
-    """Start ``python -m dlf_tui.engine RUN_DIR`` in its own session (a closed
-    terminal or TUI never stops it); its output goes to ``engine.log``.  With
-    ``nproc`` > 1 it is rank 0 of a data-parallel run and starts the other ranks."""
-    import subprocess
-    import sys
-
-    args = [sys.executable, "-m", "dlf_tui.engine", str(run.path)]
-    if resume:
-        args.append("--resume")
-    if nproc != 1:
-        args += ["--nproc", str(nproc)]
-    with open(run.file(LOG), "ab") as logf:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                start_new_session=True, close_fds=True)
-
-
-def wait_until_listening(run: Run, proc, timeout: float = 120.0) -> None:
-    """Block until the engine accepts connections; raise ``RunError`` with the
-    engine's own one-line reason if it exits first."""
-    sock = run.file(SOCKET)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            raise RunError(engine_failure(run) or f"engine exited with status {code}")
-        if sock.exists():
-            return
-        time.sleep(0.02)
-    raise RunError(f"engine did not start within {timeout:g} s (see {run.file(LOG)})")
-
-
-def engine_failure(run: Run) -> str:
-    """The one-line reason a run failed: state.json's, else engine.log's last error line."""
-    reason = run.raw_state().get("reason", "")
-    if reason:
-        return reason
-    try:
-        lines = run.file(LOG).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if line.startswith("error: ") or "Error" in line:
-            return line.removeprefix("error: ").strip()
-    return lines[-1].strip() if lines else ""

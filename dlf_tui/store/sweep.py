@@ -10,8 +10,9 @@ No torch here (the CLI and the UI import it).  Layout::
 
 A member is a normal run: ``dlf-tui attach``, ``export`` and ``compare`` take its
 directory.  Axes come from the preset's ``[sweep] grid`` and from ``--set`` flags
-(``section.key=v1,v2,...``; a flag replaces the preset's axis of the same key); every
-cell is trained with ``seeds`` seeds: run.seed, run.seed + 1, ...
+(``section.key=v1,v2,...``, parsed and checked by ``config.parse_axis``; a flag replaces
+the preset's axis of the same key); every cell is trained with ``seeds`` seeds: run.seed,
+run.seed + 1, ...  The sweep engine is started by ``store/launch.py``.
 """
 
 from __future__ import annotations
@@ -19,81 +20,21 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dlf_tui.core import config
+from dlf_tui.core import config, series, states
+from dlf_tui.core.config import Axis, parse_axis
+from dlf_tui.core.errors import ConfigError, RunError
 from dlf_tui.store import run as runs
 
 SWEEP = "sweep.json"
+PENDING = "pending"  # a member's state before its engine first wrote state.json
 MAX_MEMBERS = 4096
 VERSION = 1
-
-
-@dataclass(frozen=True)
-class Axis:
-    key: str  # section.key
-    values: tuple
-
-    @property
-    def short(self) -> str:
-        return self.key.rpartition(".")[2]
-
-
-def _split_top(text: str) -> list[str]:
-    """Split at commas outside brackets and quotes: ``[16,16],[32]`` → two parts."""
-    parts, depth, quote, cur = [], 0, "", []
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts]
-
-
-def parse_axis(item: str, source: str = "--set") -> Axis:
-    """``section.key=v1,v2,...`` → an Axis of checked values (one line on refusal).
-
-    For a list-valued key (model.hidden) each comma-separated value is one
-    alternative: ``model.hidden=16,32`` sweeps one hidden layer of 16 and of 32;
-    ``model.hidden=[16,16],[32,32]`` sweeps two-layer widths."""
-    key, raw = config.split_assignment(item, source)
-    where = f"{source} {config.printable(item)[:80]}"
-    section, dot, name = key.partition(".")
-    if not dot or not name or section not in config.SECTIONS or section == "sweep":
-        raise config.ConfigError(f"{where}: expected section.key of "
-                                 f"{', '.join('[' + s + ']' for s in config.SECTIONS if s != 'sweep')}")
-    if key == "run.seed":
-        raise config.ConfigError(f"{where}: seeds are not an axis: use --seeds N (run.seed is the first)")
-    values = []
-    try:
-        listed = config.get_origin(config._type_of(section, name)) is tuple
-        for part in _split_top(raw):
-            if not part:
-                raise config.ConfigError(f"{key}: empty value in {config.printable(raw)[:40]!r}")
-            v = config.parse_scalar(part)
-            if listed and isinstance(v, int) and not isinstance(v, bool):
-                v = [v]
-            values.append(config.check_value(section, name, v))
-    except config.ConfigError as err:
-        raise config.ConfigError(f"{where}: {err}") from None
-    if len(set(map(repr, values))) != len(values):
-        raise config.ConfigError(f"{where}: a value is listed twice")
-    return Axis(key, tuple(values))
 
 
 @dataclass(frozen=True)
@@ -127,14 +68,14 @@ def plan(base: config.Config, sets: list[str] | tuple[str, ...] = (), seeds: int
         axes[a.key] = a
     n = base.sweep.seeds if seeds is None else seeds
     if not 1 <= n <= 4096:
-        raise config.ConfigError(f"--seeds {n}: must be between 1 and 4096")
+        raise ConfigError(f"--seeds {n}: must be between 1 and 4096")
     thr = base.sweep.threshold if threshold is None else threshold
     if not 0 < thr <= 1:
-        raise config.ConfigError(f"--threshold {thr}: must be > 0 and <= 1")
+        raise ConfigError(f"--threshold {thr}: must be > 0 and <= 1")
     seed_list = tuple(base.run.seed + i for i in range(n))
     cells = list(itertools.product(*(a.values for a in axes.values())))
     if len(cells) * n > MAX_MEMBERS:
-        raise config.ConfigError(f"{len(cells)} cells × {n} seeds = {len(cells) * n} members: "
+        raise ConfigError(f"{len(cells)} cells × {n} seeds = {len(cells) * n} members: "
                                  f"at most {MAX_MEMBERS}")
     members = []
     plain = replace(base, sweep=config.SweepConfig())
@@ -144,9 +85,9 @@ def plan(base: config.Config, sets: list[str] | tuple[str, ...] = (), seeds: int
             section, _, name = a.key.partition(".")
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: v})})
         try:
-            config._check_whole(cfg)
-        except config.ConfigError as err:
-            raise config.ConfigError(f"cell {cell_label(tuple(axes.values()), cell)}: {err}") from None
+            config.check_whole(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"cell {cell_label(tuple(axes.values()), cell)}: {err}") from None
         tag = "-".join(f"{a.short}{slug(v)}" for a, v in zip(axes.values(), cell))
         for s in seed_list:
             mid = f"m{len(members):04d}" + (f"-{tag}" if tag else "") + f"-s{s}"
@@ -177,7 +118,7 @@ def create(p: Plan, runs_dir: Path) -> "Sweep":
         }
         runs.write_json_atomic(path / SWEEP, doc)
     except OSError as err:
-        raise runs.RunError(f"cannot write sweep {path}: {err.strerror}") from None
+        raise RunError(f"cannot write sweep {path}: {err.strerror}") from None
     return Sweep(path)
 
 
@@ -194,7 +135,7 @@ class Member:
             return self.steps
         try:
             return int(self.run.config_doc().get("run", {}).get("steps", 0))
-        except (runs.RunError, TypeError, ValueError):
+        except (RunError, TypeError, ValueError):
             return 0
 
 
@@ -220,7 +161,7 @@ class Sweep:
                                         int(m["steps"]) if "steps" in m else None)
                                  for m in doc["members"])
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise runs.RunError(f"{self.path}: not a readable sweep ({type(err).__name__})") from None
+            raise RunError(f"{self.path}: not a readable sweep ({type(err).__name__})") from None
 
     @property
     def id(self) -> str:
@@ -238,13 +179,13 @@ class Sweep:
         return runs.Run(self.path).state()
 
     def is_live(self) -> bool:
-        return self.state().get("state") in runs.LIVE_STATES
+        return self.state().get("state") in states.LIVE
 
     def engine_pid(self) -> int | None:
         """The sweep engine's pid while it is live, else None (a live state whose
         process is gone reads "crashed")."""
         st = self.state()
-        return st.get("pid") if st.get("state") in runs.LIVE_STATES else None
+        return st.get("pid") if st.get("state") in states.LIVE else None
 
     def stop(self, proc: Any = None) -> int | None:
         """SIGTERM to the sweep engine (every member checkpoints after the current
@@ -263,7 +204,7 @@ class Sweep:
         except ProcessLookupError:
             return None
         except PermissionError:
-            raise runs.RunError(f"{self.id}: not allowed to signal its engine (pid {pid})") from None
+            raise RunError(f"{self.id}: not allowed to signal its engine (pid {pid})") from None
         return pid
 
     def cells(self) -> list[tuple]:
@@ -293,20 +234,20 @@ class Sweep:
         out = []
         for cell in self.cells():
             ms = self.members_of(cell)
-            train, val, states, steps = [], [], [], []
+            train, val, ended, steps = [], [], [], []
             for m in ms:
                 last = m.run.last_row()
                 if last:
-                    train.append(last.get("accuracy", math.nan))
-                    steps.append(int(last.get("step", 0)))
-                ev = m.run.last_row("eval")
+                    train.append(last.get(series.ACCURACY, math.nan))
+                    steps.append(int(last.get(series.STEP, 0)))
+                ev = m.run.last_row(series.EVAL)
                 if ev:
-                    val.append(ev.get("val_accuracy", math.nan))
-                states.append(m.run.raw_state().get("state", "pending"))
+                    val.append(ev.get(series.VAL_ACCURACY, math.nan))
+                ended.append(m.run.raw_state().get("state", PENDING))
             out.append({
                 "cell": cell, "label": self.label(cell), "seeds": len(ms),
                 "values": {a.key: v for a, v in zip(self.axes, cell)},
-                "finished": sum(s == "finished" for s in states),
+                "finished": sum(s == states.FINISHED for s in ended),
                 "step": min(steps) if len(steps) == len(ms) else 0,
                 "train": stats(train, self.threshold),
                 "val": stats(val, self.threshold) if val else None,
@@ -324,6 +265,11 @@ def stats(values: list[float], threshold: float) -> dict[str, Any]:
     return {"mean": mean, "std": std, "n": len(v), "frac": sum(x >= threshold for x in v) / len(v)}
 
 
+def above(s: dict[str, Any]) -> str:
+    """The fraction of seeds ≥ threshold of a ``stats()`` dict, as 'k/n'."""
+    return f"{round(s['frac'] * s['n'])}/{s['n']}"
+
+
 def is_sweep(path: Path) -> bool:
     return (Path(path) / SWEEP).is_file()
 
@@ -337,7 +283,7 @@ def list_sweeps(runs_dir: Path) -> list[Sweep]:
         if p.is_dir() and is_sweep(p):
             try:
                 out.append(Sweep(p))
-            except runs.RunError:
+            except RunError:
                 continue
     return out
 
@@ -347,7 +293,7 @@ def resolve(spec: str | None, runs_dir: Path) -> Sweep:
     if spec in (None, "", "latest"):
         found = list_sweeps(runs_dir)
         if not found:
-            raise runs.RunError(f"no sweeps under {runs_dir}")
+            raise RunError(f"no sweeps under {runs_dir}")
         return found[-1]
     for cand in (Path(spec), Path(runs_dir) / spec):
         if is_sweep(cand):
@@ -356,15 +302,13 @@ def resolve(spec: str | None, runs_dir: Path) -> Sweep:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise runs.RunError(f"sweep {spec!r} is ambiguous: {', '.join(s.id for s in matches[:5])}")
-    raise runs.RunError(f"no sweep {spec!r} (not a sweep directory, nor an id under {runs_dir})")
+        raise RunError(f"sweep {spec!r} is ambiguous: {', '.join(s.id for s in matches[:5])}")
+    raise RunError(f"no sweep {spec!r} (not a sweep directory, nor an id under {runs_dir})")
 
 
-def spawn_engine(sweep: Sweep, resume: bool = False) -> subprocess.Popen:
-    """Start ``python -m dlf_tui.engine.loops.sweep SWEEP_DIR`` in its own session."""
-    args = [sys.executable, "-m", "dlf_tui.engine.loops.sweep", str(sweep.path)]
-    if resume:
-        args.append("--resume")
-    with open(sweep.file(runs.LOG), "ab") as logf:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                start_new_session=True, close_fds=True)
+def write_state(sweep: "Sweep", state: str, **extra: Any) -> None:
+    """The sweep engine's ``state.json`` in the sweep directory."""
+    doc = {"state": state, "pid": os.getpid(), "members": len(sweep.members), **extra}
+    if state in states.ENDED:
+        doc["ended"] = time.time()
+    runs.write_json_atomic(sweep.file(runs.STATE), doc)

@@ -6,12 +6,15 @@
         for msg in c.messages(timeout=1.0): ...  # metrics, eval, state, log, ...
 
 A ``Client`` is used from one thread.  ``request`` keeps any message that
-arrives before the reply, so ``messages`` still yields it afterwards.
+arrives before the reply, so ``messages`` still yields it afterwards.  An
+engine whose hello names another ``protocol.PROTOCOL_VERSION`` is refused
+(``ClientError``) before anything is sent to it.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import time
@@ -20,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from dlf_tui.wire import protocol
+from dlf_tui.core.errors import ClientError, EngineRefused, ProtocolError, printable
 from dlf_tui.store import run as runs
-from dlf_tui.core.errors import ClientError, EngineRefused
+from dlf_tui.wire import protocol
 
 
 @contextmanager
@@ -42,8 +45,14 @@ def unix_address(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
-
-
+def _version_of(line: bytes) -> object:
+    """The ``version`` a hello line claims, read before the line is decoded (a hello
+    of another version may have fields this one does not know); None if it is not one."""
+    try:
+        d = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return d.get("version") if isinstance(d, dict) and d.get("type") == protocol.Hello.type else None
 
 
 class Client:
@@ -54,10 +63,26 @@ class Client:
         self._pending: deque[protocol.Message] = deque()
         self._ids = itertools.count(1)
         self.closed = False
-        msg = self._read(timeout=10.0)
+        try:
+            self.hello: protocol.Hello = self._read_hello(timeout=10.0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_hello(self, timeout: float) -> protocol.Hello:
+        line = self._line(timeout)
+        if line is not None:
+            version = _version_of(line)
+            if version is not None and version != protocol.PROTOCOL_VERSION:
+                shown = printable(json.dumps(version, ensure_ascii=False))[:40]
+                raise ClientError(
+                    f"{self.run_dir.name}: engine speaks protocol {shown}, this dlf-tui speaks "
+                    f"{protocol.PROTOCOL_VERSION}: attach with the dlf-tui that started it "
+                    f"(or stop it and resume the run with this one)")
+        msg = None if line is None else self._decode(line)
         if not isinstance(msg, protocol.Hello):
             raise ClientError(f"engine sent {getattr(msg, 'type', None)!r} instead of hello")
-        self.hello: protocol.Hello = msg
+        return msg
 
     @classmethod
     def connect(cls, run_dir: str | Path, timeout: float = 5.0) -> "Client":
@@ -81,7 +106,7 @@ class Client:
                 sock.close()
                 raise ClientError(f"cannot connect to {path}: {err.strerror or err}") from None
             if time.monotonic() >= deadline:
-                state = runs.Run(run_dir).state().get("state", "unknown")
+                state = runs.Run(run_dir).state().get("state", runs.UNKNOWN)
                 why = "no engine is listening" if isinstance(last, ConnectionRefusedError) else "no control socket"
                 raise ClientError(f"{run_dir.name}: {why} (run is {state})")
             time.sleep(0.05)
@@ -118,7 +143,7 @@ class Client:
         """Send a command and wait for its reply; raises ``EngineRefused`` if refused."""
         try:
             cid = self.send(name, values)
-        except protocol.ProtocolError as err:
+        except ProtocolError as err:
             raise EngineRefused(str(err)) from None
         deadline = time.monotonic() + timeout
         while True:
@@ -145,16 +170,25 @@ class Client:
 
     def _read(self, timeout: float | None) -> protocol.Message | None:
         """One message, or None on timeout / end of stream."""
+        line = self._line(timeout)
+        return None if line is None else self._decode(line)
+
+    @staticmethod
+    def _decode(line: bytes) -> protocol.Message:
+        try:
+            return protocol.decode_any(line)
+        except ProtocolError as err:
+            raise ClientError(f"engine sent a bad message: {err}") from None
+
+    def _line(self, timeout: float | None) -> bytes | None:
+        """One line without its newline, or None on timeout / end of stream."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             nl = self._buf.find(b"\n")
             if nl >= 0:
                 line = bytes(self._buf[:nl])
                 del self._buf[: nl + 1]
-                try:
-                    return protocol.decode_any(line)
-                except protocol.ProtocolError as err:
-                    raise ClientError(f"engine sent a bad message: {err}") from None
+                return line
             if self.closed:
                 return None
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,12 +1,12 @@
 """The engine's wire protocol: JSON lines over the run's Unix socket.
 
-Every message is a dataclass with ``to_json``/``from_json``; ``decode`` validates
+Every message is a dataclass with ``to_json``/``from_dict``; ``decode`` validates
 a received line and returns the message or raises ``ProtocolError`` with a
 one-line reason.  Nothing here is ever unpickled.  No torch, no textual.
+The engine's ``hello`` carries ``PROTOCOL_VERSION``; a client refuses another.
 
 Metric chunks carry their rows as base64 of little-endian float64, row-major
-(``rows × len(columns)``): a 2,000-row chunk encodes in microseconds, which
-keeps the engine's per-client cost negligible.
+(``rows × len(columns)``): cheap to encode, so a client costs the engine little.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
-from dlf_tui.core.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+from dlf_tui.core import states
+from dlf_tui.core.config import check_live
+from dlf_tui.core.errors import ConfigError, ProtocolError, first_line
+
+PROTOCOL_VERSION = 1  # change it with any change a client of another version would misread
 MAX_LINE = 1 << 16  # bytes; a longer client line is refused
-STATES = ("starting", "running", "paused", "stopping", "stopped", "finished", "crashed", "diverged")
-
-
-
 
 _REGISTRY: dict[str, type["Message"]] = {}
 
@@ -81,13 +80,6 @@ class Message:
         msg.validate()
         return msg
 
-    @classmethod
-    def from_json(cls, line: str | bytes) -> "Message":
-        msg = decode(line)
-        if not isinstance(msg, cls):
-            raise ProtocolError(f"expected {cls.type!r}, got {msg.type!r}")
-        return msg
-
     def validate(self) -> None:
         """Extra checks beyond field types (override)."""
 
@@ -111,7 +103,7 @@ def decode(line: str | bytes, limit: int | None = MAX_LINE) -> Message:
     except ProtocolError:
         raise
     except (ValueError, RecursionError) as err:
-        raise ProtocolError(f"invalid JSON: {str(err).splitlines()[0][:80]}") from None
+        raise ProtocolError(f"invalid JSON: {first_line(err)[:80]}") from None
     if not isinstance(d, dict):
         raise ProtocolError("message must be a JSON object")
     kind = d.get("type")
@@ -152,8 +144,6 @@ class Set(Command):
 
     def validate(self) -> None:
         super().validate()
-        from dlf_tui.core.config import ConfigError, check_live
-
         if not self.values:
             raise ProtocolError("set: no values given")
         clean = {}
@@ -207,7 +197,7 @@ class Hello(Message):
     run_id: str = ""
     version: int = PROTOCOL_VERSION
     config: dict = field(default_factory=dict)
-    state: str = "starting"
+    state: str = states.STARTING
     params: dict = field(default_factory=dict)
     metrics_columns: list = field(default_factory=list)
     eval_columns: list = field(default_factory=list)
@@ -268,14 +258,14 @@ class Diag(Chunk):
 @dataclass
 class State(Message):
     type: ClassVar[str] = "state"
-    state: str = "running"
+    state: str = states.RUNNING
     step: int = 0
     total: int = 0
     rate: float = 0.0  # updates/s over the last chunks
     reason: str = ""
 
     def validate(self) -> None:
-        if self.state not in STATES:
+        if self.state not in states.ALL:
             raise ProtocolError(f"state: unknown state {self.state!r}")
 
 

@@ -20,9 +20,9 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from dlf_tui.core.errors import ProtocolError, printable
 from dlf_tui.wire import protocol
 from dlf_tui.wire.client import unix_address
-from dlf_tui.core.config import printable
 
 log = logging.getLogger("dlf_tui.engine")
 
@@ -212,8 +212,8 @@ class ControlServer:
             try:
                 msg = protocol.decode(line)
                 if not isinstance(msg, protocol.Command):
-                    raise protocol.ProtocolError(f"{msg.type!r} is not a command")
-            except protocol.ProtocolError as err:
+                    raise ProtocolError(f"{msg.type!r} is not a command")
+            except ProtocolError as err:
                 self._refuse(c, _guess_id(line), str(err))
                 continue
             except Exception as err:  # noqa: BLE001 - a validation bug must not kill this thread

@@ -27,7 +27,7 @@ ranks at the same update.  While paused, rank 0 broadcasts an empty plan every
 ``HEARTBEAT_S``.  Divergence is detected from the summed rows and the (identical)
 parameters, so every rank replays and stops at the same update.
 
-Failure: a watchdog thread in rank 0 polls its children; when one dies the run
+Failure (``loops/ranks.py``): a watchdog thread in rank 0 polls its children; when one dies the run
 ends as crashed with the rank's own reason (rank 0's collective fails, or after
 ``GRACE_S`` the watchdog ends rank 0 itself).  The other ranks die with rank 0
 (``PR_SET_PDEATHSIG`` and a parent watch) and ignore SIGTERM/SIGINT: rank 0
@@ -40,21 +40,18 @@ rollback, and all of them — and of its parameters) so the agreement can be che
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import hashlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,17 +59,22 @@ import torch.distributed as tdist
 from torch import nn
 
 from dlf_tui.core import config as cfgmod
-from dlf_tui.store import run as runs
+from dlf_tui.core.errors import SetupError, one_line
 from dlf_tui.engine.data import Split
-from dlf_tui.core.schedule import Schedule
-from dlf_tui.engine.trainer import Engine, SetupError, resolve_device
+from dlf_tui.engine.recorder import NullRecorder
+from dlf_tui.engine.runtime import dtype_of, load_config, prepare_process, resolve_device
+from dlf_tui.engine.trainer import Trainer
+from dlf_tui.engine.loops.ranks import RankProcesses, follow_parent
+from dlf_tui.store import run as runs
+
+if TYPE_CHECKING:
+    from dlf_tui.engine.loops.single import SingleRun
 
 log = logging.getLogger("dlf_tui.engine")
 
 PLAN_BYTES = 8192  # one chunk's plan, JSON, zero-padded
 TIMEOUT = datetime.timedelta(minutes=30)  # a collective waiting longer than this fails
 HEARTBEAT_S = 0.5  # a paused rank 0 still broadcasts (empty) plans this often
-GRACE_S = 5.0  # a dead rank: time for rank 0's collective to fail before the watchdog ends it
 FIRST_CHUNK = 16  # updates in the first planned chunk; then sized to ``flush_seconds``
 
 
@@ -114,10 +116,7 @@ class Group:
         self.dir = Path(run_dir)
         self.rank, self.world, self.device = rank, world, device
         self.backend = "nccl" if device.type == "cuda" else "gloo"
-        self.children: dict[int, subprocess.Popen] = {}  # rank 0: rank → process
-        self.closing = False  # rank 0: the other ranks are told to stop (or are being stopped)
-        self.failure = ""  # rank 0: why a rank died
-        self.on_failure: Callable[[str], None] = self._failed_before_start
+        self.others = RankProcesses(self.dir, world)  # rank 0: the other ranks' processes
         self.ctl = None  # the process group plans travel on (None: the default group)
         self.solo = None  # a group of rank 0 alone (diagnostics through SyncBatchNorm)
         self._syncbn: list[nn.SyncBatchNorm] = []
@@ -148,7 +147,11 @@ class Group:
         return f"{dev}, {self.world} ranks ({self.backend})"
 
     def pids(self) -> list[int]:
-        return [os.getpid()] + [p.pid for _, p in sorted(self.children.items())]
+        return self.others.pids()
+
+    def abort(self, line: str) -> str:
+        """Rank 0 failed (or a rank died): stop the other ranks; the one-line reason."""
+        return self.others.abort(line)
 
     # -- what the engine asks of it --------------------------------------------------------
     def bounds(self, n: int) -> tuple[int, int]:
@@ -222,19 +225,19 @@ class Group:
         self._gamma.update(data)
         self._gamma_all.update(data)
 
-    def loaded(self, engine: Engine, path: Path) -> None:
+    def loaded(self, step: int, path: Path) -> None:
         """A checkpoint was loaded (resume, rollback): the other ranks load it too."""
         self._pending_load = path.name
         self._gamma = hashlib.sha256()
-        self.gamma_from = engine.step + 1
+        self.gamma_from = step + 1
 
-    def write_record(self, engine: Engine) -> None:
+    def write_record(self, tr: Trainer) -> None:
         runs.write_json_atomic(self.dir / record_name(self.rank), {
             "rank": self.rank, "world": self.world, "pid": os.getpid(), "device": str(self.device),
-            "step": engine.step, "lr": engine.lr, "schedule": engine.schedule.state_dict(),
+            "step": tr.step, "lr": tr.lr, "schedule": tr.schedule.state_dict(),
             "gamma_from": self.gamma_from, "gamma_sha256": self._gamma.hexdigest(),
             "gamma_all_sha256": self._gamma_all.hexdigest(),
-            "params_sha256": _params_sha256(engine.model)})
+            "params_sha256": _params_sha256(tr.model)})
 
     # -- plans --------------------------------------------------------------------------------
     def _broadcast(self, plan: dict | None) -> dict:
@@ -250,52 +253,52 @@ class Group:
             return plan
         return json.loads(buf.numpy().tobytes().rstrip(b"\0"))
 
-    def lead(self, e: Engine) -> None:
+    def lead(self, run: "SingleRun") -> None:
         """Rank 0's loop: apply the commands, plan a chunk, broadcast it, train it."""
         self._pending_load = None  # a resume was loaded by every rank at start
-        flush_s = e.cfg.run.flush_seconds
+        ctl, tr = run.control, run.trainer
+        flush_s = run.cfg.run.flush_seconds
         clock = time.perf_counter
         k_next = FIRST_CHUNK
         while True:
-            e._apply_commands()
-            stop = e.stop_requested or e.step >= e.total
-            k = 0 if stop or e.paused else min(k_next, e._chunk_len())
-            self._broadcast({"k": k, "stop": stop, "step": e.step, "lr": e.lr,
-                             "schedule": e.schedule.state_dict(), "load": self._pending_load})
+            ctl.poll()
+            stop = ctl.stop_requested or tr.step >= tr.total
+            k = 0 if stop or ctl.paused else min(k_next, run.chunk_len())
+            self._broadcast({"k": k, "stop": stop, "step": tr.step, "lr": tr.lr,
+                             "schedule": tr.schedule.state_dict(), "load": self._pending_load})
             self._pending_load = None
             if stop:
                 break
             if not k:
-                e.server.wakeup.wait(HEARTBEAT_S)
-                e.server.wakeup.clear()
+                ctl.wait(HEARTBEAT_S)
                 continue
             t0 = clock()
-            e._train_chunk(k, early=False)
+            run.train_chunk(k, early=False)
             # the next chunk lasts about flush_seconds (commands wait at most that long)
-            k_next = max(1, min(e.chunk_rows, 2 * k, int(k * flush_s / max(clock() - t0, 1e-9))))
-        self.closing = True
-        self._join_children(60.0)
-        self.write_record(e)
+            k_next = max(1, min(tr.chunk_rows, 2 * k, int(k * flush_s / max(clock() - t0, 1e-9))))
+        self.others.join(60.0)
+        self.write_record(tr)
         self._close()
 
-    def follow(self, e: "Worker") -> None:
+    def follow(self, tr: Trainer, recorder: NullRecorder) -> None:
         """A rank > 0: do what rank 0's plans say, chunk by chunk."""
         while True:
             plan = self._broadcast(None)
             if plan["load"]:
-                e._load_checkpoint(e.dir / runs.CHECKPOINTS / plan["load"])
-            e.schedule = Schedule.from_state_dict(plan["schedule"])
-            if plan["lr"] != e.lr:
-                e.lr = plan["lr"]
-                e.stepper.set_lr(e.lr)
-            if plan["step"] != e.step:
-                raise RuntimeError(f"rank {self.rank} is at update {e.step}, "
+                path = self.dir / runs.CHECKPOINTS / plan["load"]
+                recorder.load_checkpoint(path, tr.parts(), tr.device)
+                self.loaded(tr.step, path)
+            tr.schedule.load_state_dict(plan["schedule"])
+            if plan["lr"] != tr.lr:
+                tr.set_lr(plan["lr"])
+            if plan["step"] != tr.step:
+                raise RuntimeError(f"rank {self.rank} is at update {tr.step}, "
                                    f"rank 0 at {plan['step']}")
             if plan["stop"]:
                 break
             if plan["k"]:
-                e._train_chunk(plan["k"], early=False)
-        self.write_record(e)
+                tr.train_chunk(plan["k"])
+        self.write_record(tr)
         self._close()
 
     def _close(self) -> None:
@@ -309,174 +312,35 @@ class Group:
             except OSError:
                 pass
 
-    # -- rank 0: the other ranks' processes ------------------------------------------------------
-    def _adopt(self, children: dict[int, subprocess.Popen]) -> None:
-        self.children = dict(children)
-        threading.Thread(target=self._watch, name="rank-watchdog", daemon=True).start()
-
-    def _story(self, rank: int, proc: subprocess.Popen) -> str:
-        code = proc.returncode
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = str(-code)
-            return f"rank {rank} (pid {proc.pid}) was killed by {name}"
-        why = ""  # the rank's own one-line reason: the last ``error:`` line of its log
-        try:
-            log_file = self.dir / runs.RANK_LOG.format(rank=rank)
-            lines = log_file.read_text(errors="replace").splitlines()
-            why = next((ln[7:] for ln in reversed(lines) if ln.startswith("error: ")), "")
-        except OSError:
-            pass
-        return (f"rank {rank} (pid {proc.pid}) exited with status {code}"
-                + (f": {why}" if why else ""))
-
-    def _dead(self) -> str:
-        for r, p in sorted(self.children.items()):
-            if p.poll() is not None:
-                return self._story(r, p)
-        return ""
-
-    def _watch(self) -> None:
-        while not self.closing:
-            time.sleep(0.2)
-            if self.closing:
-                return
-            story = self._dead()
-            if not story:
-                continue
-            self.failure = story
-            log.error("%s", story)
-            deadline = time.monotonic() + GRACE_S
-            while time.monotonic() < deadline:
-                if self.closing:  # the main thread saw it and ends the run itself
-                    return
-                time.sleep(0.05)
-            # rank 0 is stuck in a collective with a dead rank: end the run from here
-            self.closing = True
-            self._kill_children()
-            try:
-                self.on_failure(story)
-            except Exception:  # noqa: BLE001 - the process ends either way
-                log.error("while reporting the failure:\n%s", traceback.format_exc())
-            logging.shutdown()
-            os._exit(1)
-
-    def _failed_before_start(self, reason: str) -> None:
-        runs.write_json_atomic(self.dir / runs.STATE, {
-            "state": "crashed", "pid": os.getpid(), "reason": reason, "ended": time.time(),
-            "nproc": self.world, "ranks": self.pids()})
-
-    def _kill_children(self) -> None:
-        for p in self.children.values():
-            if p.poll() is None:
-                try:
-                    p.kill()
-                except OSError:
-                    pass
-        for p in self.children.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-                pass
-
-    def _join_children(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for r, p in sorted(self.children.items()):
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("rank %d did not stop; killed", r)
-        self._kill_children()
-        for r, p in sorted(self.children.items()):
-            if p.returncode:
-                log.warning("%s", self._story(r, p))
-
-    def abort(self, line: str) -> str:
-        """Rank 0 failed (or a rank died): stop the other ranks; the one-line reason."""
-        self.closing = True
-        story = self.failure
-        deadline = time.monotonic() + 1.0  # a collective can fail a moment before the poll sees why
-        while not story and self.children and time.monotonic() < deadline:
-            story = self._dead()
-            if not story:
-                time.sleep(0.05)
-        self._kill_children()
-        return story or line
+def rank_trainer(run_dir: Path, resume: bool, group: Group) -> tuple[Trainer, NullRecorder]:
+    """Rank r > 0: the same model, data and schedule as rank 0 (at its checkpoint on
+    resume), a recorder that writes nothing (its log is ``engine-rank<r>.log``)."""
+    cfg = load_config(run_dir)
+    prepare_process(cfg, group.device, group.world)
+    tr = Trainer(cfg, group.device, dtype_of(cfg), group)
+    recorder = NullRecorder(run_dir, label=f"rank {group.rank}: ")
+    if resume:
+        path = recorder.latest_checkpoint()
+        recorder.load_checkpoint(path, tr.parts(), tr.device)
+        group.loaded(tr.step, path)
+    return tr, recorder
 
 
-class _NullSeries:
-    """A series writer that writes nothing (ranks > 0: rank 0 owns the files)."""
-
-    rows = 0
-
-    def __init__(self, columns: list[str]):
-        self.columns = list(columns)
-
-    def append(self, array: Any) -> int:
-        return 0
-
-    def truncate(self, rows: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class Worker(Engine):
-    """Rank r > 0: the same model, data and schedule as rank 0, its share of every
-    batch, chunks as rank 0 plans them.  It writes nothing to the run directory but
-    ``rank-<r>.json`` (its log is ``engine-rank<r>.log``)."""
-
-    def __init__(self, run_dir: Path, resume: bool, dist: Group):
-        super().__init__(run_dir, resume=resume, serve=False, dist=dist)
-        self.diag_opts["enabled"] = False  # rank 0's business
-
-    def _open_outputs(self) -> None:
-        from dlf_tui.core.series import diag_columns, eval_columns, metric_columns
-
-        self.metrics = _NullSeries(metric_columns(self.C))
-        self.evals = _NullSeries(eval_columns(self.C))
-        self.diags = _NullSeries(diag_columns(self.cfg.diagnostics.k))
-        self.events = open(os.devnull, "w", encoding="utf-8")
-
-    def event(self, kind: str, message: str, step: int | None = None, **extra: Any) -> None:
-        log.info("[%s] rank %d: %s", kind, self.dist.rank, message)
-
-    def _write_state(self, state: str, reason: str = "") -> None:
-        self.state = state
-
-    def checkpoint(self, reason: str) -> Path:  # rank 0 writes checkpoints
-        return self.dir / runs.CHECKPOINTS / f"step-{self.step:09d}.pt"
-
-    def _flush(self, rows: np.ndarray, evals: list) -> None:
-        pass
-
-    def _flush_diags(self, diags: list) -> None:
-        pass
-
-    def run(self) -> int:
-        try:
-            self.dist.follow(self)
-        except BaseException as err:  # noqa: BLE001 - report, exit non-zero: rank 0 notices
-            line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".strip()
-            log.error("rank %d crashed:\n%s", self.dist.rank, traceback.format_exc())
-            print(f"error: {line}", file=sys.stderr, flush=True)
-            return 1
-        return 0
+def follow_rank(group: Group, tr: Trainer, recorder: NullRecorder) -> int:
+    """Rank r > 0 trains its share of every chunk rank 0 plans; it writes nothing
+    to the run directory but ``rank-<r>.json``.  0 when it ends cleanly."""
+    try:
+        group.follow(tr, recorder)
+    except BaseException as err:  # noqa: BLE001 - report, exit non-zero: rank 0 notices
+        log.error("rank %d crashed:\n%s", group.rank, traceback.format_exc())
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------------------
 # Starting a rank
 # ---------------------------------------------------------------------------
-
-
-def _config(run_dir: Path) -> cfgmod.Config:
-    try:
-        return cfgmod.load(run_dir / runs.CONFIG)
-    except cfgmod.ConfigError as err:
-        raise SetupError(str(err)) from None
 
 
 def _check_batch(cfg: cfgmod.Config, world: int, n_train: int) -> None:
@@ -493,51 +357,22 @@ def launch(run_dir: Path, world: int, children: dict[int, subprocess.Popen]) -> 
     this process imported torch) and meet them (raises ``SetupError``)."""
     g = None
     try:
-        devices = rank_devices(_config(run_dir).run.device, world)
+        devices = rank_devices(load_config(run_dir).run.device, world)
         g = Group(run_dir, 0, world, devices[0])
-        g._adopt(children)
+        g.others.adopt(children)
         g._init()
     except BaseException:
-        if g is None:
-            g = Group(run_dir, 0, world, torch.device("cpu"))
-            g.children = dict(children)
-        g.closing = True
-        g._kill_children()
+        others = g.others if g is not None else RankProcesses(Path(run_dir), world)
+        others.children = dict(children)
+        others.stop()
         raise
     return g
 
 
-
 def join(run_dir: Path, rank: int, world: int) -> Group:
     """Rank > 0: follow the parent (rank 0) in life and death, meet the others."""
-    _follow_parent()
-    devices = rank_devices(_config(run_dir).run.device, world)
+    follow_parent()
+    devices = rank_devices(load_config(run_dir).run.device, world)
     g = Group(run_dir, rank, world, devices[rank])
     g._init()
     return g
-
-
-def _follow_parent() -> None:
-    """Die with rank 0, and leave stopping to it: SIGTERM/SIGINT to the whole
-    process group (``kill -TERM -PGID``, a closed terminal) must stop the run
-    cleanly, which only rank 0 can do (it tells the others at the next chunk)."""
-    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            PR_SET_PDEATHSIG = 1
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-
-    def watch() -> None:  # where prctl is missing: poll
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-    if os.getppid() != parent:  # pragma: no cover - rank 0 died before prctl
-        os._exit(1)

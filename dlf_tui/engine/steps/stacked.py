@@ -3,13 +3,13 @@
 Both keep the members' parameters stacked along a leading member axis and write,
 per update ``i``, the single-run statistics row of every member into
 ``buf[i, m]`` = [Σ log p(y) per class | correct per class | count per class | ‖g‖]
-(the layout of ``steppers.py``) — no host sync.  Each member has its own Γ row
+(the layout of ``base.py``) — no host sync.  Each member has its own Γ row
 and learning rate; the members must share the architecture and the data.
 
 - ``BatchedMLPStep``: full-batch GD on an MLP written out by hand, like
-  ``FusedMLPStep`` with a member axis: a fixed ~20 tensor ops per update for any
-  number of members (batched matmuls).  What the GPU wants: one launch sequence
-  trains all members.
+  ``FusedMLPStep`` with a member axis: the same fixed sequence of tensor ops per
+  update for any number of members (batched matmuls).  What the GPU wants: one
+  launch sequence trains all members.
 - ``VmapStep``: the same update through ``torch.func`` — ``functional_call`` of
   the member's own ``nn.Module`` over stacked parameters, ``vmap`` of
   ``grad_and_value`` — for any model; slower (vmap's batching rules per op).

@@ -1,0 +1,95 @@
+"""``dlf-tui run``, ``sweep`` and ``resume``: make or pick the directory, start its
+engine (``store/launch.py``), then follow it headless (``follow_run``,
+``follow_sweep``).  No torch here."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+
+from dlf_tui.core import states
+from dlf_tui.core.errors import ConfigError, RunError
+from dlf_tui.cli.common import FAILED, fail, resolve_config, run_or_sweep
+from dlf_tui.store import launch
+from dlf_tui.store import run as runs
+from dlf_tui.store import sweep as sweeps
+
+
+def check_nproc(nproc: int) -> None:
+    if nproc < 1:
+        fail(f"--nproc {nproc}: must be at least 1")
+
+
+def start_run(preset: str, sets: list[str], presets_dir: Optional[Path], rdir: Path,
+              steps: Optional[int], device: Optional[str], nproc: int) -> NoReturn:
+    """A new run directory for ``preset``, trained headless; exits with the run's status."""
+    from dlf_tui.cli.follow_run import run_headless
+
+    check_nproc(nproc)
+    try:
+        cfg = resolve_config(preset, sets, presets_dir, steps, device)
+        run = runs.create_run(cfg, rdir)
+    except (ConfigError, RunError) as err:
+        fail(str(err))
+    raise typer.Exit(run_headless(run, nproc=nproc))
+
+
+def resume(spec: str, rdir: Path, nproc: int) -> NoReturn:
+    """Continue a stopped or crashed run or sweep from its last checkpoint, headless."""
+    from dlf_tui.cli.follow_run import run_headless
+
+    check_nproc(nproc)
+    try:
+        r = run_or_sweep(spec, rdir)
+    except RunError as err:
+        fail(str(err))
+    if isinstance(r, sweeps.Sweep):
+        resume_sweep(r)
+    state = r.state().get("state")
+    if state in states.LIVE:
+        fail(f"{r.id} is {state}: its engine is still live")
+    if state == states.FINISHED:
+        fail(f"{r.id} already finished")
+    raise typer.Exit(run_headless(r, resume=True, nproc=nproc))
+
+
+def start_sweep(preset: str, sets: list[str], seeds: Optional[int], threshold: Optional[float],
+                steps: Optional[int], device: Optional[str], presets_dir: Optional[Path],
+                rdir: Path) -> tuple[sweeps.Sweep, subprocess.Popen]:
+    """Plan and write a sweep of ``preset``, print its plan and start its engine."""
+    from dlf_tui.cli.follow_sweep import print_plan
+
+    try:
+        cfg = resolve_config(preset, [], presets_dir, steps, device)
+        sw = sweeps.create(sweeps.plan(cfg, sets or [], seeds, threshold), rdir)
+    except (ConfigError, RunError) as err:
+        fail(str(err))
+    print_plan(sw)
+    return sw, _spawn_sweep(sw, resume=False)
+
+
+def follow_sweep(sw: sweeps.Sweep, proc: subprocess.Popen) -> NoReturn:
+    from dlf_tui.cli.follow_sweep import follow
+
+    raise typer.Exit(follow(sw, proc))
+
+
+def resume_sweep(sw: sweeps.Sweep) -> NoReturn:
+    """``resume SWEEP``: the sweep engine continues every unfinished member from its
+    last checkpoint (members never checkpointed start afresh); followed headless."""
+    state = sw.state().get("state")
+    if state in states.LIVE:
+        fail(f"{sw.id} is {state}: its engine is still live")
+    if all(m.run.raw_state().get("state") == states.FINISHED for m in sw.members):
+        fail(f"{sw.id} already finished")
+    follow_sweep(sw, _spawn_sweep(sw, resume=True))
+
+
+def _spawn_sweep(sw: sweeps.Sweep, resume: bool) -> subprocess.Popen:
+    try:
+        return launch.spawn_sweep_engine(sw, resume=resume)
+    except OSError as err:
+        fail(f"cannot start the sweep engine: {err.strerror}", FAILED)

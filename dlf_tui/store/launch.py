@@ -1,0 +1,76 @@
+"""Starting engines: ``python -m dlf_tui.engine RUN_DIR`` for a run, the same with
+a ``SWEEP_DIR`` for a sweep, each in its own session so that a closed terminal or
+TUI never stops it; then waiting until a run's engine listens, or saying in one
+line why it failed.  No torch here (the CLI and the UI start engines).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dlf_tui.core.errors import RunError
+from dlf_tui.store.run import LOG, SOCKET, Run
+
+if TYPE_CHECKING:
+    from dlf_tui.store.sweep import Sweep
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    """Start ``args`` in a new session, stdin closed, stdout and stderr appended to ``log``."""
+    with open(log, "ab") as logf:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                start_new_session=True, close_fds=True)
+
+
+def spawn_run_engine(run: Run, resume: bool = False, nproc: int = 1) -> subprocess.Popen:
+    """Start ``python -m dlf_tui.engine RUN_DIR``; its output goes to ``engine.log``.
+    With ``nproc`` > 1 it is rank 0 of a data-parallel run and starts the other ranks."""
+    args = [sys.executable, "-m", "dlf_tui.engine", str(run.path)]
+    if resume:
+        args.append("--resume")
+    if nproc != 1:
+        args += ["--nproc", str(nproc)]
+    return _spawn(args, run.file(LOG))
+
+
+def spawn_sweep_engine(sweep: "Sweep", resume: bool = False) -> subprocess.Popen:
+    """Start ``python -m dlf_tui.engine SWEEP_DIR``; output to its ``engine.log``."""
+    args = [sys.executable, "-m", "dlf_tui.engine", str(sweep.path)]
+    if resume:
+        args.append("--resume")
+    return _spawn(args, sweep.file(LOG))
+
+
+def wait_until_listening(run: Run, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Block until the engine accepts connections; raise ``RunError`` with the
+    engine's own one-line reason if it exits first."""
+    sock = run.file(SOCKET)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise RunError(engine_failure(run) or f"engine exited with status {code}")
+        if sock.exists():
+            return
+        time.sleep(0.02)
+    raise RunError(f"engine did not start within {timeout:g} s (see {run.file(LOG)})")
+
+
+def engine_failure(run: Run) -> str:
+    """The one-line reason a run (or a sweep: ``Run(sweep.path)``) failed:
+    state.json's, else engine.log's last error line."""
+    reason = run.raw_state().get("reason", "")
+    if reason:
+        return reason
+    try:
+        lines = run.file(LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error: ") or "Error" in line:
+            return line.removeprefix("error: ").strip()
+    return lines[-1].strip() if lines else ""
