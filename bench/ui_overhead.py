@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/ui_overhead.py [--config fig4|tiny] [--seconds 10] [--size 160x48]
 
-For each mode a fresh run is started (`runs.spawn_engine`); after a warm-up the
+For each mode a fresh run is started (`launch.spawn_run_engine`); after a warm-up the
 rows written per second are measured over ``--seconds``.  "tui" attaches a
 real ``DlfApp`` (headless, at ``--size``) in this process for the whole
-measurement: event pump, history, 4 Hz chart redraws.  Modes alternate
+measurement: event pump, history, timed chart redraws.  Modes alternate
 (headless, tui, headless, tui) so drifting machine load hits both alike.
 """
 
@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlf_tui.core import config
+from dlf_tui.store import launch  # noqa: E402
 from dlf_tui.store import run as runs  # noqa: E402
 
 CONFIGS = {
-    # the paper's Fig. 4 run (float64, width 100): a few thousand updates/s on a CPU core
+    # the paper's Fig. 4 run (float64, width 100) on a CPU core
     "fig4": ["run.device=cpu"],
-    # a tiny float32 run: tens of thousands of updates/s, the worst case for the UI's pipeline
+    # a tiny float32 run: the most updates a second, the worst case for the UI's pipeline
     "tiny": ["model.hidden=[16]", "data.points_per_class=30", "schedule.period=200",
              "run.dtype=float32", "run.device=cpu"],
 }
@@ -40,8 +41,8 @@ def start(kind: str, runs_dir: Path):
     cfg = config.apply_overrides(config.Config(name=f"bench-{kind}"),
                                  ["run.steps=100000000", *CONFIGS[kind]])
     run = runs.create_run(cfg, runs_dir)
-    proc = runs.spawn_engine(run)
-    runs.wait_until_listening(run, proc)
+    proc = launch.spawn_run_engine(run)
+    launch.wait_until_listening(run, proc)
     return run, proc
 
 

@@ -17,7 +17,7 @@ reports
     median, and the UI thread's CPU time (the
     number to trust on a machine shared with other work); with ``--compare``
     also the CPU time with plotext's own ``hd_group``/``get_matrix_data``
-    (what chart.py's fast paths replace), measured alternately with the fast
+    (what plotext_adapter's fast helpers replace), measured alternately with the fast
     ones so both see the same machine load.
 No engine and no torch are involved.
 """
@@ -40,18 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
-from dlf_tui.ui.session.live import RunSession  # noqa: E402
-from dlf_tui.ui.widgets.charts.base import use_fast_plotext  # noqa: E402
-
-
-def columns(C: int) -> list[str]:
-    return (["step", "loss_dynamical", "loss_ce", "accuracy"]
-            + [f"accuracy_class_{i}" for i in range(C)] + [f"gamma_{i}" for i in range(C)]
-            + ["amplitude", "period", "lr", "grad_norm"])
-
-
-def eval_columns(C: int) -> list[str]:
-    return ["step", "val_loss_ce", "val_accuracy"] + [f"val_accuracy_class_{i}" for i in range(C)]
+from dlf_tui.core import series as S  # noqa: E402
+from dlf_tui.ui.session.base import RunSession  # noqa: E402
+from dlf_tui.ui.widgets.charts.plotext_adapter import use_fast_plotext  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -88,7 +79,7 @@ async def main(updates: int, size: tuple[int, int], reps: int, C: int, eval_ever
     (tmp / "r").mkdir()
     run = runs.Run(tmp / "r")
     session = RunSession(run)
-    session.history.setup(columns(C), eval_columns(C) if eval_every else [])
+    session.history.setup(S.metric_columns(C), S.eval_columns(C) if eval_every else [])
     session.live, session.state, session.total = False, "running", updates
     session.timeline = session.timeline.start(5000, C)
     for k in range(5):

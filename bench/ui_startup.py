@@ -23,7 +23,7 @@ CODE = r"""
 import time, sys
 t0 = time.perf_counter()
 from pathlib import Path
-from dlf_tui import runs
+from dlf_tui.store import run as runs
 from dlf_tui.ui.app import DlfApp
 mode, runs_dir = sys.argv[1], Path(sys.argv[2])
 attach = runs.resolve(None, runs_dir) if mode == "attach" else None

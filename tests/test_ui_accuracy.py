@@ -20,6 +20,7 @@ from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.history import RunHistory  # noqa: E402
 from dlf_tui.ui.widgets.charts import base as chart_mod  # noqa: E402
+from dlf_tui.ui.widgets.charts import plotext_adapter as adapter  # noqa: E402
 from dlf_tui.ui.widgets.charts.accuracy import RANK_SPAN, latest, order  # noqa: E402
 from dlf_tui.ui.widgets.charts.base import CLASS_MARKERS  # noqa: E402
 from dlf_tui.ui.widgets.controls import Controls  # noqa: E402
@@ -194,7 +195,7 @@ async def test_10_classes_are_all_drawn_as_before(isolated):
 
 # -- plotext fast paths ---------------------------------------------------------------------------
 def test_fast_plotext_helpers_return_what_plotext_returns():
-    orig = chart_mod.PLOTEXT_ORIGINALS
+    orig = adapter.PLOTEXT_ORIGINALS
     rnd = random.Random(0)
     for trial in range(150):
         n = rnd.randint(1, 200)
@@ -202,7 +203,7 @@ def test_fast_plotext_helpers_return_what_plotext_returns():
         x = [rnd.randint(0, 170) for _ in range(n)]
         y = [rnd.randint(0, 60) for _ in range(n)]
         args = (x, y, [fx] * n, [fy] * n)
-        assert chart_mod.fast_hd_group(*args) == orig["hd_group"](*args), trial
+        assert adapter.fast_hd_group(*args) == orig["hd_group"](*args), trial
     rng = np.random.default_rng(0)
     for trial in range(150):
         n = int(rng.integers(8, 200))
@@ -211,10 +212,10 @@ def test_fast_plotext_helpers_return_what_plotext_returns():
         data = [rng.uniform(lo - (hi - lo), hi + (hi - lo), n), np.linspace(lo, hi, n),
                 np.round(rng.uniform(lo, hi, n), 2)][trial % 3].tolist()
         bins = int(rng.integers(2, 500))
-        assert chart_mod.fast_matrix_data(data, [lo, hi], bins) == orig["get_matrix_data"](data, [lo, hi], bins)
+        assert adapter.fast_matrix_data(data, [lo, hi], bins) == orig["get_matrix_data"](data, [lo, hi], bins)
     steps = list(range(1, 5001, 7))  # ints, and values landing exactly on cell edges
     for bins in (2, 3, 7, 64, 99, 100, 141, 157, 160, 199):
-        assert chart_mod.fast_matrix_data(steps, [1, 5000], bins) == orig["get_matrix_data"](steps, [1, 5000], bins)
+        assert adapter.fast_matrix_data(steps, [1, 5000], bins) == orig["get_matrix_data"](steps, [1, 5000], bins)
     for n in (1, 2, 3, 70, 71):  # the band test's median, as numpy's
         v = rng.standard_normal(n)
         v[rng.random(n) < 0.2] = np.nan
@@ -222,7 +223,7 @@ def test_fast_plotext_helpers_return_what_plotext_returns():
             assert chart_mod.nan_median(v) == np.nanmedian(v)
     # what plotext cannot handle it still cannot handle, the same way
     nan = [0.1] * 9 + [float("nan")]
-    fast, own = chart_mod.fast_matrix_data(nan, [0, 1], 10), orig["get_matrix_data"](nan, [0, 1], 10)
+    fast, own = adapter.fast_matrix_data(nan, [0, 1], 10), orig["get_matrix_data"](nan, [0, 1], 10)
     assert fast[:-1] == own[:-1] and np.isnan(fast[-1]) and np.isnan(own[-1])
 
 
@@ -242,9 +243,9 @@ async def test_charts_render_the_same_cells_with_and_without_the_fast_paths(isol
             return out
 
         try:
-            chart_mod.use_fast_plotext(False)
+            adapter.use_fast_plotext(False)
             slow = cells()
         finally:
-            chart_mod.use_fast_plotext(True)
+            adapter.use_fast_plotext(True)
         fast = cells()
         assert sum(len(c) for c in fast) > 50 and fast == slow

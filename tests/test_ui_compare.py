@@ -212,13 +212,15 @@ def test_compare_sessions_read_only_the_charted_columns(isolated):
     import numpy as np
 
     from dlf_tui.ui.screens.compare import KEEP
-    from dlf_tui.ui.session.live import RunSession
+    from dlf_tui.ui.session.base import RunSession
+    from dlf_tui.ui.session.disk import DiskSource
 
     run = fake_run(isolated / "runs", steps=3000)
     full, slim = RunSession(run), RunSession(run, keep=KEEP)
     for s in (full, slim):
-        s.load_disk()
-        assert s.poll_disk() and not s.poll_disk()  # rows the first time, none the second
+        disk = DiskSource(s)
+        disk.load()
+        assert disk.poll() and not disk.poll()  # rows the first time, none the second
     assert slim.history.metric_columns == ["step", "loss_dynamical", "loss_ce", "accuracy", "gamma_0",
                                            "loss_drop"]
     assert slim.history.eval_columns == ["step", "val_accuracy"] and slim.history.rows == 3000

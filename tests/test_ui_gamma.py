@@ -16,18 +16,19 @@ from dlf_tui.store import run as runs  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.history import GAMMA_SUMMARY, SUMMARY_CLASSES  # noqa: E402
 from dlf_tui.ui.widgets.charts.accuracy import ALL_CLASSES  # noqa: E402
+from dlf_tui.ui.widgets.charts.plotext_adapter import drawn_series  # noqa: E402
 
 
 def signals(chart) -> tuple[int, list[float]]:
     """How many series plotext was handed in the last draw, and all their y values."""
-    m = chart._plot.monitor
-    return m.signals, [float(v) for ys in m.y for v in ys]
+    n, y, _ = drawn_series(chart)
+    return n, [float(v) for ys in y for v in ys]
 
 
 def signal_colors(chart) -> list[str]:
     """Each series' colour, in drawing order, once (a min/max band is two series)."""
     out: list[str] = []
-    for c in chart._plot.monitor.color:
+    for c in drawn_series(chart)[2]:
         if c and c[0] not in out:
             out.append(c[0])
     return out

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlf_tui.core.schedule import Schedule  # pure numpy: no torch
-from dlf_tui.ui import history
-from dlf_tui.ui.history import DROP, Pyramid, RunHistory, ema
+from dlf_tui.ui import history, pyramid
+from dlf_tui.ui.history import DROP, RunHistory, ema
+from dlf_tui.ui.pyramid import Pyramid
 from dlf_tui.ui.timeline import Timeline
 
 
@@ -165,12 +166,12 @@ class _OldLevel:
 
     def feed(self, items):
         if self.carry is not None:
-            items = history._Stats.concat([self.carry, items])
-        full = len(items) // history.FACTOR * history.FACTOR
+            items = pyramid._Stats.concat([self.carry, items])
+        full = len(items) // pyramid.FACTOR * pyramid.FACTOR
         self.carry = items.slice(full, len(items)) if full < len(items) else None
         if full == 0:
             return None
-        done = items.slice(0, full).group(history.FACTOR)
+        done = items.slice(0, full).group(pyramid.FACTOR)
         self.write(done)
         return done
 
@@ -181,14 +182,14 @@ class _OldLevel:
         order = np.arange(self.oldest(), self.nb) % self.K
         if self.raw:
             r = self.last[order]
-            return history._Stats(r, r, r, None, None)
-        return history._Stats(self.mn[order], self.mx[order], self.last[order], self.s[order], self.c[order])
+            return pyramid._Stats(r, r, r, None, None)
+        return pyramid._Stats(self.mn[order], self.mx[order], self.last[order], self.s[order], self.c[order])
 
 
 class OldPyramid:
     def __init__(self, columns, K=1024, levels=22):
         self.columns, self.K = list(columns), K
-        self.levels = [_OldLevel(history.FACTOR ** lv, len(columns), lv == 0, K) for lv in range(levels)]
+        self.levels = [_OldLevel(pyramid.FACTOR ** lv, len(columns), lv == 0, K) for lv in range(levels)]
         self.n, self.first_x, self.last_x, self.last_row = 0, np.nan, np.nan, None
 
     def append(self, rows):
@@ -197,8 +198,8 @@ class OldPyramid:
             self.first_x = float(rows[0, 0])
         self.last_x, self.last_row = float(rows[-1, 0]), rows[-1].copy()
         self.n += rows.shape[0]
-        self.levels[0].write(history._Stats(rows, rows, rows, None, None))
-        items = history._Stats.raw(rows)
+        self.levels[0].write(pyramid._Stats(rows, rows, rows, None, None))
+        items = pyramid._Stats.raw(rows)
         for lv in self.levels[1:]:
             if items is None:
                 break
@@ -206,7 +207,7 @@ class OldPyramid:
 
     def _tail(self, level):
         parts = [lv.carry for lv in self.levels[level:0:-1] if lv.carry is not None and len(lv.carry)]
-        return history._Stats.concat(parts).merged() if parts else None
+        return pyramid._Stats.concat(parts).merged() if parts else None
 
     def _covers(self, lv, x0):
         return lv.nb <= self.K or bool(lv.mn[lv.oldest() % self.K, 0] <= x0)
@@ -226,7 +227,7 @@ class OldPyramid:
     def query(self, x0, x1, npts, columns=None):
         columns = list(self.columns if columns is None else columns)
         if self.n == 0 or npts < 1 or x1 < x0:
-            return history._empty_view(columns)
+            return pyramid.empty_view(columns)
         idx = [self.columns.index(c) for c in columns]
         li = self._pick_level(x0, x1, npts)
         lv = self.levels[li]
@@ -237,12 +238,12 @@ class OldPyramid:
             s, c = np.where(np.isnan(mn), 0.0, mn), (~np.isnan(mn)).astype(np.float64)
         else:
             if tail is not None:
-                b = history._Stats.concat([b, tail])
+                b = pyramid._Stats.concat([b, tail])
             xf, xl = b.mn[:, 0], b.mx[:, 0]
             mn, mx, last, s, c = b.mn[:, idx], b.mx[:, idx], b.last[:, idx], b.s[:, idx], b.c[:, idx]
         keep = (xl >= x0) & (xf <= x1)
         if not keep.any():
-            return history._empty_view(columns)
+            return pyramid.empty_view(columns)
         lo, hi = np.flatnonzero(keep)[[0, -1]]
         sl = slice(lo, hi + 1)
         xl, mn, mx, last, s, c = xl[sl], mn[sl], mx[sl], last[sl], s[sl], c[sl]
@@ -253,7 +254,7 @@ class OldPyramid:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(gc > 0, gs / np.maximum(gc, 1), np.nan)
         gmn, gmx = np.fmin.reduceat(mn, starts, axis=0), np.fmax.reduceat(mx, starts, axis=0)
-        return history.View(xl[ends], gmn, gmx, last[ends], mean, columns, li)
+        return pyramid.View(xl[ends], gmn, gmx, last[ends], mean, columns, li)
 
     def latest_finite(self, column):
         j = self.columns.index(column)
@@ -308,9 +309,9 @@ def random_queries(rng, p_cols, n, k):
 ])
 def test_lazy_store_answers_bit_for_bit_as_the_preallocated_one(monkeypatch, K, levels, min_rows, n, ncols,
                                                                  seed):
-    monkeypatch.setattr(history, "CAPACITY", K)
-    monkeypatch.setattr(history, "LEVELS", levels)
-    monkeypatch.setattr(history, "MIN_ROWS", min_rows)
+    monkeypatch.setattr(pyramid, "CAPACITY", K)
+    monkeypatch.setattr(pyramid, "LEVELS", levels)
+    monkeypatch.setattr(pyramid, "MIN_ROWS", min_rows)
     rng = np.random.default_rng(seed)
     cols = ["step", *[f"c{j}" for j in range(ncols - 1)]]
     steps = np.cumsum(rng.integers(1, 4, n)).astype(np.float64)  # uneven steps
@@ -344,15 +345,15 @@ def held_bytes(p: Pyramid) -> int:
     """What the buckets held take, tightly: raw rows 8 B a value, buckets 36 B
     (min, max, last, sum: float64; count: float32)."""
     per = lambda lv: 8 if lv.raw else 4 * 8 + 4  # noqa: E731
-    return sum(min(lv.nb, history.CAPACITY) * len(p.columns) * per(lv) for lv in p.levels)
+    return sum(min(lv.nb, pyramid.CAPACITY) * len(p.columns) * per(lv) for lv in p.levels)
 
 
 def test_memory_follows_the_data_and_stays_under_the_old_worst_case():
     ncols = 12
     p = Pyramid(["step", *[f"c{j}" for j in range(ncols - 1)]])
     assert p.nbytes() == 0
-    worst = (history.CAPACITY * ncols * 8) * (1 + 4.5 * (history.LEVELS - 1))  # every ring full
-    old = (history.CAPACITY * ncols * 8) * (1 + 5 * (history.LEVELS - 1))  # what was preallocated
+    worst = (pyramid.CAPACITY * ncols * 8) * (1 + 4.5 * (pyramid.LEVELS - 1))  # every ring full
+    old = (pyramid.CAPACITY * ncols * 8) * (1 + 5 * (pyramid.LEVELS - 1))  # what was preallocated
     sizes = []
     n = 0
     for target in (1_000, 10_000, 100_000, 1_000_000):
@@ -362,11 +363,11 @@ def test_memory_follows_the_data_and_stays_under_the_old_worst_case():
             n += m
         sizes.append(p.nbytes())
         # arrays double as they fill: never more than twice what the held buckets need
-        assert held_bytes(p) <= p.nbytes() <= 2 * held_bytes(p) + 16 * ncols * 8 * history.LEVELS
+        assert held_bytes(p) <= p.nbytes() <= 2 * held_bytes(p) + 16 * ncols * 8 * pyramid.LEVELS
         assert sum(lv.rows > 0 for lv in p.levels) == int(np.log2(n)) + 1  # levels 0 … ⌊log2 n⌋
     assert sizes == sorted(sizes) and sizes[-1] <= worst < old
     # after 1M updates: a bit over half of the old preallocation (which was the same at any length);
-    # a 100-class run (209 columns) at 1M updates: under 100 MB where 173 MB were preallocated
+    # scaled to a 100-class run (209 columns), under a bound the old preallocation exceeded
     assert sizes[-1] < 0.55 * old
     assert sizes[-1] / ncols * 209 < 100 * 2**20 < old / ncols * 209
     assert sizes[0] < 0.06 * old  # a short run holds little

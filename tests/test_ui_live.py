@@ -20,7 +20,8 @@ from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.screens.dashboard import DashboardScreen  # noqa: E402
 from dlf_tui.ui.screens.picker import PickerScreen  # noqa: E402
 from dlf_tui.ui.screens.quit_confirm import QuitScreen  # noqa: E402
-from dlf_tui.ui.session.live import RunSession  # noqa: E402
+from dlf_tui.ui.session.base import RunSession  # noqa: E402
+from dlf_tui.ui.session.pump import pump  # noqa: E402
 from dlf_tui.ui.widgets.controls import Controls  # noqa: E402
 from dlf_tui.ui.widgets.event_log import EventLog  # noqa: E402
 from dlf_tui.ui.widgets.status_bar import StatusBar  # noqa: E402
@@ -127,13 +128,13 @@ async def test_quit_dialog_two_tuis_and_attach_from_the_picker(live_run, isolate
     posted: list[list] = [[], []]
     stop = threading.Event()
     sessions = [RunSession(run), RunSession(run)]
-    threads = [threading.Thread(target=ses.pump, args=(posted[i].append, stop.is_set), daemon=True)
+    threads = [threading.Thread(target=pump, args=(ses, posted[i].append, stop.is_set), daemon=True)
                for i, ses in enumerate(sessions)]
     for t in threads:
         t.start()
     assert wait_for(lambda: all(ses.live and ses.history.rows > 1000 for ses in sessions))
     sessions[0].send("set", {"amplitude": 50}, wait=10)
-    assert wait_for(lambda: all(any(isinstance(m, M.ParamsChanged) for m in p) for p in posted))
+    assert wait_for(lambda: all(any(isinstance(m, M.EditApplied) for m in p) for p in posted))
     assert all(ses.params["amplitude"] == 50 for ses in sessions)
     stop.set()
     for t in threads:
@@ -260,7 +261,8 @@ async def test_a_run_that_cannot_start_shows_why(isolated):
 
     app = DlfApp(runs_dir=isolated / "runs", config=tiny_config("run.device=cuda:99"))
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, ErrorScreen), timeout=90, what="error screen")
+        await until(pilot, lambda: isinstance(app.screen, ErrorScreen) and app.screen.query("#error-reason"),
+                    timeout=90, what="error screen")
         reason = str(app.screen.query_one("#error-reason").render())
         assert "cuda:99" in reason
         await pilot.press("q")

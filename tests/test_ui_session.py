@@ -13,14 +13,17 @@ from test_ui_support import fake_run, isolated  # noqa: E402,F401
 
 from dlf_tui.wire import protocol  # noqa: E402
 from dlf_tui.ui import messages as M  # noqa: E402
-from dlf_tui.ui.session.live import RunSession, guess_kind  # noqa: E402
+from dlf_tui.ui.session.base import RunSession  # noqa: E402
+from dlf_tui.ui.session.disk import DiskSource  # noqa: E402
+from dlf_tui.ui.session.live import LiveSource  # noqa: E402
+from dlf_tui.ui.session.pump import pump  # noqa: E402
 
 
 def test_a_finished_run_opens_read_only_from_disk(isolated):
     run = fake_run(isolated / "runs", steps=6000, edit_at=3000)
     s = RunSession(run)
     posted = []
-    s.pump(posted.append, lambda: False)
+    pump(s, posted.append, lambda: False)
     types = [type(m) for m in posted]
     assert types[0] is M.RunStarted and not posted[0].live
     assert M.HistoryLoaded in types and types[-1] is M.RunEnded
@@ -37,11 +40,12 @@ def test_a_finished_run_opens_read_only_from_disk(isolated):
 def test_missing_rows_are_read_from_disk_and_notifications_coalesce(isolated):
     run = fake_run(isolated / "runs", steps=6000)
     s = RunSession(run)
+    live = LiveSource(s, DiskSource(s))
     s.history.setup(run.columns("metrics"), run.columns("eval"))
     s.history.add_metrics(0, run.read("metrics", 0, 1000))
     posted = []
     chunk = protocol.Metrics.pack(3000, run.columns("metrics"), run.read("metrics", 3000, 3500))
-    s._dispatch(protocol.decode_any(chunk.to_json()), posted.append)
+    live.dispatch(protocol.decode_any(chunk.to_json()), posted.append)
     assert s.history.rows == 3500  # 1000..3000 came from disk
     v = s.history.query("metrics", 2501, 3500, 1000, ["step", "loss_ce"])
     np.testing.assert_array_equal(v.x, np.arange(2501, 3501))
@@ -50,29 +54,39 @@ def test_missing_rows_are_read_from_disk_and_notifications_coalesce(isolated):
     assert abs(whole.mean[0, 1] - run.read("metrics", 0, 3500)[:, 2].mean()) < 1e-12
     # a second chunk before the UI caught up posts nothing more
     chunk = protocol.Metrics.pack(3500, run.columns("metrics"), run.read("metrics", 3500, 3600))
-    s._dispatch(chunk, posted.append)
+    live.dispatch(chunk, posted.append)
     assert len(posted) == 1 and isinstance(posted[0], M.MetricsArrived)
     s.ack_data()
     chunk = protocol.Metrics.pack(3600, run.columns("metrics"), run.read("metrics", 3600, 3700))
-    s._dispatch(chunk, posted.append)
+    live.dispatch(chunk, posted.append)
     assert len(posted) == 2
     # state: only changes of state are posted; step and rate are read at redraw
     for step in (3700, 3800):
-        s._dispatch(protocol.State(state="running", step=step, total=6000, rate=100.0), posted.append)
+        live.dispatch(protocol.State(state="running", step=step, total=6000, rate=100.0), posted.append)
     assert sum(isinstance(m, M.StateChanged) for m in posted) == 1 and s.step == 3800
-
-
-def test_live_log_lines_get_their_kind():
-    assert guess_kind("amplitude 70 → 30", "info") == "set"
-    assert guess_kind("paused after update 12", "info") == "pause"
-    assert guess_kind("checkpoint at update 3 (request): x.pt", "info") == "checkpoint"
-    assert guess_kind("something odd", "warning") == "warning"
 
 
 def test_a_crashed_run_opens_read_only_with_its_reason(isolated):
     run = fake_run(isolated / "runs", steps=2000, state="crashed")
     s = RunSession(run)
     posted = []
-    s.pump(posted.append, lambda: False)
+    pump(s, posted.append, lambda: False)
     assert s.state == "crashed" and not s.live and s.history.rows == 2000
     assert isinstance(posted[-1], M.RunEnded) and posted[-1].state == "crashed"
+
+
+def test_live_log_lines_keep_their_kind_and_skip_those_read_from_disk(isolated):
+    run = fake_run(isolated / "runs", steps=2000, edit_at=1000)
+    s = RunSession(run)
+    disk = DiskSource(s)
+    live = LiveSource(s, disk)
+    posted = []
+    disk.load_events(posted.append)
+    first = run.events()[0]
+    live.dispatch(protocol.Log(level="info", message=first["message"], step=int(first["step"]),
+                               kind=first["kind"]), posted.append)  # already posted from disk
+    live.dispatch(protocol.Log(level="info", message="amplitude 70 → 30", step=1200, kind="set"),
+                  posted.append)
+    logged = [(m.step, m.kind, m.message) for m in posted if isinstance(m, M.EventLogged)]
+    assert len(logged) == len(run.events()) + 1
+    assert logged[-1] == (1200, "set", "amplitude 70 → 30")

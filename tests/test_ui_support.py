@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from dlf_tui.core import config
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 
 TINY = ["run.steps=20000000", "model.hidden=[16]", "data.points_per_class=30",
@@ -126,9 +127,9 @@ def live_run(isolated):
 
     def start(*extra: str):
         run = runs.create_run(tiny_config(*extra), isolated / "runs")
-        proc = runs.spawn_engine(run)
+        proc = launch.spawn_run_engine(run)
         started.append(proc)
-        runs.wait_until_listening(run, proc)
+        launch.wait_until_listening(run, proc)
         return run, proc
 
     yield start

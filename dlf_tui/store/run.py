@@ -292,12 +292,17 @@ def resolve(spec: str | None, runs_dir: Path) -> Run:
     cand = runs_dir / spec
     if (cand / CONFIG).exists():
         return Run(cand)
-    matches = [r for r in list_runs(runs_dir) if r.id.startswith(spec)]
+    return by_id_prefix(list_runs(runs_dir), spec, "run", runs_dir)
+
+
+def by_id_prefix(found: list, spec: str, what: str, runs_dir: Path):
+    """The one of ``found`` (runs or sweeps) whose id starts with ``spec``."""
+    matches = [r for r in found if r.id.startswith(spec)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise RunError(f"run {spec!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
-    raise RunError(f"no run {spec!r} (not a run directory, nor an id under {runs_dir})")
+        raise RunError(f"{what} {spec!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
+    raise RunError(f"no {what} {spec!r} (not a {what} directory, nor an id under {runs_dir})")
 
 
 def create_run(cfg: config.Config, runs_dir: Path) -> Run:

@@ -298,12 +298,7 @@ def resolve(spec: str | None, runs_dir: Path) -> Sweep:
     for cand in (Path(spec), Path(runs_dir) / spec):
         if is_sweep(cand):
             return Sweep(cand)
-    matches = [s for s in list_sweeps(runs_dir) if s.id.startswith(spec)]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise RunError(f"sweep {spec!r} is ambiguous: {', '.join(s.id for s in matches[:5])}")
-    raise RunError(f"no sweep {spec!r} (not a sweep directory, nor an id under {runs_dir})")
+    return runs.by_id_prefix(list_sweeps(runs_dir), spec, "sweep", runs_dir)
 
 
 def write_state(sweep: "Sweep", state: str, **extra: Any) -> None:

@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from dlf_tui.wire import protocol
+from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.wire.client import ClientError
 from dlf_tui.ui import messages as M
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from dlf_tui.core.config import Config
     from dlf_tui.store.sweep import Sweep
     from dlf_tui.ui.screens.dashboard import DashboardScreen
-    from dlf_tui.ui.session.live import RunSession
+    from dlf_tui.ui.session.base import RunSession
 
 # The dashboard (numpy, plotext) is imported when first shown, so the picker's
 # first frame does not pay for it.
@@ -114,9 +115,9 @@ class DlfApp(App[None]):
         run = None
         try:
             run = runs.create_run(cfg, self.runs_dir)
-            proc = runs.spawn_engine(run)
+            proc = launch.spawn_run_engine(run)
             self.starting = (run, proc)
-            runs.wait_until_listening(run, proc)
+            launch.wait_until_listening(run, proc)
         except (runs.RunError, OSError) as err:
             self.starting = None
             log = run.file(runs.LOG) if run is not None else None
@@ -127,7 +128,7 @@ class DlfApp(App[None]):
     def open_run(self, run: runs.Run, proc: Any = None,
                  dashboard: "DashboardScreen | None" = None) -> None:
         """Show ``run`` on the dashboard and start its event pump."""
-        from dlf_tui.ui.session.live import RunSession
+        from dlf_tui.ui.session.base import RunSession
 
         self._close_session()
         self.starting = None
@@ -179,8 +180,10 @@ class DlfApp(App[None]):
 
     @work(thread=True, name="event-pump", group="pump", exclusive=True, exit_on_error=False)
     def _pump(self, session: "RunSession", target: "DashboardScreen") -> None:
+        from dlf_tui.ui.session.pump import pump
+
         worker = get_current_worker()
-        session.pump(target.post_message, lambda: worker.is_cancelled)
+        pump(session, target.post_message, lambda: worker.is_cancelled)
 
     # -- commands ----------------------------------------------------------------------------
     @work(thread=True, name="command", group="commands", exit_on_error=False)

@@ -19,14 +19,6 @@ class RunStarted(Message):
         self.reconnected = reconnected
 
 
-class RunFailed(Message):
-    """The engine could not be started or reached; ``reason`` is one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-
 class HistoryLoaded(Message):
     """Everything on disk up to the hello's row counts has been read."""
 
@@ -64,8 +56,9 @@ class StateChanged(Message):
         self.reason = reason
 
 
-class ParamsChanged(Message):
-    """A live edit took effect from update ``step``."""
+class EditApplied(Message):
+    """A live edit (``set``) took effect from update ``step``; ``params`` are
+    the engine's values after it (the wire's ``params_changed``)."""
 
     def __init__(self, step: int, changes: dict[str, Any], params: dict[str, Any],
                  source: str = "") -> None:

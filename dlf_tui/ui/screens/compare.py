@@ -24,9 +24,13 @@ from textual.widgets import Button, SelectionList, Static
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
+from dlf_tui.core import series as S
+from dlf_tui.core.states import LIVE
 from dlf_tui.store import run as runs, sweep as sweeps
 from dlf_tui.ui import fmt
-from dlf_tui.ui.session.live import RunSession
+from dlf_tui.ui.session.base import RunSession
+from dlf_tui.ui.session.disk import DiskSource
+from dlf_tui.ui.session.member import PENDING, still_live
 from dlf_tui.ui.widgets.charts.base import Style
 from dlf_tui.ui.widgets.charts.compare import MAX_RUNS, CompareChart, CompareContext, run_style
 from dlf_tui.ui.widgets.footer import StableFooter
@@ -38,9 +42,9 @@ REDRAW_S = 0.25
 POLL_S = 1.0  # re-read the runs' files this often (longer when reading is slow)
 SMOOTHING = (0.0, 10.0, 100.0, 1000.0)
 COMPACT_W, COMPACT_H = 120, 36
-# the columns the charts draw (a history costs about 1 MB per column; 32 runs)
-KEEP = {"metrics": ("step", "loss_ce", "loss_dynamical", "accuracy", "gamma_0"),
-        "eval": ("step", "val_accuracy")}
+# the columns the charts draw: a run's history grows with its columns, and up to 32 runs are held
+KEEP = {S.METRICS: (S.STEP, S.LOSS_CE, S.LOSS_DYNAMICAL, S.ACCURACY, S.gamma(0)),
+        S.EVAL: (S.STEP, S.VAL_ACCURACY)}
 
 
 # -- labels -----------------------------------------------------------------------------------
@@ -85,7 +89,6 @@ def run_labels(rs: list[runs.Run]) -> list[str]:
 
 # -- the view ----------------------------------------------------------------------------------
 class CompareScreen(Screen):
-    is_compare = True
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("l", "toggle_log", "Log-y"),
@@ -109,6 +112,7 @@ class CompareScreen(Screen):
         self.title_text = title
         self.style = style
         self.sessions = [RunSession(r, keep=KEEP) for r in self.runs]
+        self.sources = [DiskSource(s) for s in self.sessions]  # each followed from disk
         self.smoothing = 0.0
         self.log_y = True
         self.loaded = False
@@ -123,12 +127,12 @@ class CompareScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="compare-status")
         with Grid(id="compare-charts"):
-            yield CompareChart("CE loss", "metrics", "loss_ce", log=True, id="cmp-loss", classes="chart")
-            yield CompareChart("train accuracy", "metrics", "accuracy", unit=True, id="cmp-acc",
+            yield CompareChart("CE loss", S.METRICS, S.LOSS_CE, log=True, id="cmp-loss", classes="chart")
+            yield CompareChart("train accuracy", S.METRICS, S.ACCURACY, unit=True, id="cmp-acc",
                                classes="chart")
-            yield CompareChart("held-out accuracy", "eval", "val_accuracy", unit=True, id="cmp-val",
+            yield CompareChart("held-out accuracy", S.EVAL, S.VAL_ACCURACY, unit=True, id="cmp-val",
                                classes="chart")
-            yield CompareChart("Γ₀(t)", "metrics", "gamma_0", id="cmp-gamma", classes="chart")
+            yield CompareChart("Γ₀(t)", S.METRICS, S.gamma(0), id="cmp-gamma", classes="chart")
         yield Static(id="compare-legend")
         yield StableFooter()
 
@@ -157,22 +161,21 @@ class CompareScreen(Screen):
     @work(thread=True, name="compare-poll", group="compare-poll", exclusive=True, exit_on_error=False)
     def _follow(self) -> None:
         worker = get_current_worker()
-        for s in self.sessions:
+        for d in self.sources:
             if worker.is_cancelled:
                 return
-            s.load_disk()
-            s.poll_disk()
+            d.load()
+            d.poll()
         self.app.call_from_thread(self._loaded)
         while not worker.is_cancelled:
             t0 = time.monotonic()
-            if not any(s.member_live() if s.is_member() else s.run.is_live()
-                       for s in self.sessions):
-                for s in self.sessions:  # the rows written last
-                    s.poll_disk()
+            if not any(still_live(s.run) for s in self.sessions):
+                for d in self.sources:  # the rows written last
+                    d.poll()
                 self.app.call_from_thread(self.show_status)
                 return  # all ended: nothing more will come
-            for s in self.sessions:
-                s.poll_disk()
+            for d in self.sources:
+                d.poll()
             self.app.call_from_thread(self.show_status)
             wait = max(POLL_S, 3 * (time.monotonic() - t0))
             end = time.monotonic() + wait
@@ -181,10 +184,10 @@ class CompareScreen(Screen):
 
     def _loaded(self) -> None:
         self.loaded = True
-        has_val = any(s.history.eval_rows and s.history.has("eval", "val_accuracy")
+        has_val = any(s.history.eval_rows and s.history.has(S.EVAL, S.VAL_ACCURACY)
                       for s in self.sessions)
         if not has_val:  # no held-out set: the dynamical loss instead
-            self.query_one("#cmp-val", CompareChart).configure("loss F", "metrics", "loss_dynamical",
+            self.query_one("#cmp-val", CompareChart).configure("loss F", S.METRICS, S.LOSS_DYNAMICAL,
                                                                 log=True)
         self.show_status()
         self.redraw(force=True)
@@ -223,7 +226,7 @@ class CompareScreen(Screen):
         self.query_one("#compare-legend", Static).update("  ".join(parts))
 
     def show_status(self) -> None:
-        live = sum(1 for s in self.sessions if s.state in runs.LIVE_STATES)
+        live = sum(1 for s in self.sessions if s.state in LIVE)
         t = Text()
         t.append("compare ", style="bold")
         t.append(f"{len(self.sessions)} runs")
@@ -320,11 +323,11 @@ class ComparePicker(ModalScreen[list[runs.Run] | None]):
 
     def _option(self, i: int, r: runs.Run) -> Selection[int]:
         st, last = r.state(), r.last_row()  # no config parsing: a sweep may have thousands
-        acc = f" acc {last['accuracy']:.3f}" if "accuracy" in last else ""
+        acc = f" acc {last[S.ACCURACY]:.3f}" if S.ACCURACY in last else ""
         sw, m = _member(r, self._sweeps)
         name = f"{sw.label(m.cell)} s{m.seed}" if m is not None else r.id
-        state = "pending" if m is not None and not r.raw_state() else st.get("state", "?")
-        prompt = Text.assemble(name, (f"  {state} {fmt.count(last.get('step', 0))}/"
+        state = PENDING if m is not None and not r.raw_state() else st.get("state", "?")
+        prompt = Text.assemble(name, (f"  {state} {fmt.count(last.get(S.STEP, 0))}/"
                                       f"{fmt.count(st.get('total', 0))}{acc}", "dim"))
         return Selection(prompt, i)
 

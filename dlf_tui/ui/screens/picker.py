@@ -69,13 +69,12 @@ def describe(cfg: cfgmod.Config) -> Text:
                 + (f", held-out seed {d.val_seed}" if d.val_seed >= 0 else ""))
     else:
         data = d.name + (f", batch {d.batch_size}" if d.batch_size else ", full batch")
-        if getattr(d, "augment", "") not in ("", "none", "off"):
+        if d.augment not in ("", "none", "off"):
             data += f", augment {d.augment}"
     if m.kind == "mlp":
         model = f"mlp {'-'.join(str(h) for h in m.hidden)}, {m.activation}, {m.init} init"
     else:
-        width = getattr(m, "width", None)
-        model = f"{m.kind}" + (f" width {width}" if width else "") + f", {m.init} init"
+        model = f"{m.kind}" + (f" width {m.width}" if m.width else "") + f", {m.init} init"
     rows = [
         ("schedule", f"{s.kind} A={fmt.num(s.amplitude)} T={s.period}"
                      + (", last period plain CE" if s.last_period_static else "")),

@@ -11,10 +11,7 @@ TUI, never stops it; ``s`` does (SIGTERM after a confirm: members checkpoint).
 
 from __future__ import annotations
 
-import math
 import time
-from collections import Counter
-from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -25,11 +22,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
+from dlf_tui.core.states import CRASHED, RUNNING
 from dlf_tui.store import run as runs, sweep as sweeps
 from dlf_tui.ui import fmt
+from dlf_tui.ui.screens.sweep_grid import SweepGrid, scale, signature, snapshot
 from dlf_tui.ui.widgets.charts.base import Style
+from dlf_tui.ui.widgets.charts.heatmap import Heatmap
 from dlf_tui.ui.widgets.footer import StableFooter
-from dlf_tui.ui.widgets.charts.heatmap import HeatCell, Heatmap
 from dlf_tui.ui.widgets.status_bar import STATE_STYLE
 
 if TYPE_CHECKING:
@@ -41,37 +40,7 @@ METRICS = ("train", "val")
 METRIC_NAME = {"train": "train accuracy", "val": "held-out accuracy"}
 
 
-def snapshot(sweep: sweeps.Sweep) -> dict[str, Any]:
-    """What the view shows, read from disk (the poll worker calls this)."""
-    state = sweep.state()
-    if "done" in state and "total" in state:  # the engine writes its progress each second
-        done, total = int(state["done"]), int(state["total"])
-    else:
-        done, total = sweep.progress()
-    return {"state": state, "done": done, "total": total, "summary": sweep.summary()}
-
-
-def signature(snap: dict[str, Any]) -> str:
-    """Equal when nothing shown changed (NaN-safe, unlike ==)."""
-    st = snap["state"]
-    return repr((st.get("state"), st.get("mode"), st.get("reason"), snap["done"], snap["total"],
-                 snap["summary"]))
-
-
-def pm(stats: dict[str, Any] | None) -> str:
-    if not stats or not stats.get("n"):
-        return "–"
-    return f"{stats['mean']:.3f}±{stats['std']:.3f}"
-
-
-def hits(stats: dict[str, Any] | None) -> str:
-    if not stats or not stats.get("n"):
-        return "–"
-    return f"{round(stats['frac'] * stats['n'])}/{stats['n']}"
-
-
 class SweepScreen(Screen):
-    is_sweep = True
     BINDINGS = [
         Binding("enter", "open_cell", "Open"),
         Binding("v", "toggle_metric", "Train/val"),
@@ -92,17 +61,10 @@ class SweepScreen(Screen):
         super().__init__(**kw)
         self.sweep = sweep
         self.style = style
-        axes = list(sweep.axes)
-        multi = [i for i, a in enumerate(axes) if len(a.values) > 1]
-        # rows: the first axis, columns: the second; a single axis is one row
-        self.row_axis = multi[0] if len(multi) > 1 else None
-        self.col_axis = multi[1] if len(multi) > 1 else (multi[0] if multi else None)
-        self.slice_axes = multi[2:]
-        self.slices = list(product(*(axes[i].values for i in self.slice_axes))) or [()]
+        self.grid = SweepGrid(sweep)
         self.slice = 0
         self.metric = "train"
         self.snap: dict[str, Any] | None = None
-        self.seeds_of = Counter(m.cell for m in sweep.members)
         self.by_cell: dict[tuple, dict[str, Any]] = {}
         self.updates = 0  # snapshots applied (tests wait on it)
         self._sig = ""
@@ -131,7 +93,7 @@ class SweepScreen(Screen):
                            ("train_hits", f"≥{thr}"), ("val", "val"), ("val_hits", f"val≥{thr}")):
             t.add_column(label, key=key)
         for cell in self.sweep.cells():
-            t.add_row(*self._row(cell, None), key=self._key(cell))
+            t.add_row(*self.grid.table_row(cell, None), key=self._key(cell))
         self.query_one(Heatmap).border_title = METRIC_NAME[self.metric]
         self.show_heatmap()
         self.show_status()
@@ -146,89 +108,29 @@ class SweepScreen(Screen):
     def _key(self, cell: tuple) -> str:
         return self.sweep.label(cell)
 
-    def cell_at(self, row: int, col: int, slice_index: int | None = None) -> tuple:
-        """The sweep cell at heatmap position (row, col) in a slice."""
-        values = []
-        sl = self.slices[self.slice if slice_index is None else slice_index]
-        for i, a in enumerate(self.sweep.axes):
-            if i == self.row_axis:
-                values.append(a.values[row])
-            elif i == self.col_axis:
-                values.append(a.values[col])
-            elif i in self.slice_axes:
-                values.append(sl[self.slice_axes.index(i)])
-            else:
-                values.append(a.values[0])
-        return tuple(values)
-
-    def position(self, cell: tuple) -> tuple[int, int, int]:
-        """(row, col, slice) of a cell on the heatmap."""
-        axes = self.sweep.axes
-        r = axes[self.row_axis].values.index(cell[self.row_axis]) if self.row_axis is not None else 0
-        c = axes[self.col_axis].values.index(cell[self.col_axis]) if self.col_axis is not None else 0
-        sl = tuple(cell[i] for i in self.slice_axes)
-        return r, c, self.slices.index(sl) if sl in self.slices else 0
-
     def current_cell(self) -> tuple:
-        return self.cell_at(*self.query_one(Heatmap).cursor)
+        return self.grid.cell_at(*self.query_one(Heatmap).cursor, self.slice)
 
     # -- showing ---------------------------------------------------------------------------
-    def _row(self, cell: tuple, s: dict[str, Any] | None) -> list[Any]:
-        vals = [sweeps.slug(v) for i, v in enumerate(cell) if len(self.sweep.axes[i].values) > 1]
-        if s is None:
-            return [*vals, f"0/{self.seeds_of[cell]}", "0", "–", "–", "–", "–"]
-        return [*vals, f"{s['finished']}/{s['seeds']}", fmt.count(s["step"]),
-                pm(s["train"]), hits(s["train"]), pm(s["val"]), hits(s["val"])]
-
-    def heat_cells(self) -> list[list[HeatCell]]:
-        rows = self.axis_values(self.row_axis)
-        cols = self.axis_values(self.col_axis)
-        out = []
-        for r in range(len(rows)):
-            line = []
-            for c in range(len(cols)):
-                s = self.by_cell.get(self.cell_at(r, c))
-                st = s.get(self.metric) if s else None
-                if not st or not st.get("n"):
-                    line.append(HeatCell(n=0))
-                else:
-                    line.append(HeatCell(st["mean"], st["std"], round(st["frac"] * st["n"]), st["n"]))
-            out.append(line)
-        return out
-
-    def axis_values(self, i: int | None) -> list[str]:
-        if i is None:
-            return [""]
-        return [sweeps.slug(v) for v in self.sweep.axes[i].values]
-
-    def scale(self, cells: list[list[HeatCell]]) -> tuple[float, float]:
-        """The colour range: from a round value at or below the lowest mean, to 1."""
-        vals = [c.mean for line in cells for c in line if c.n and not math.isnan(c.mean)]
-        if not vals:
-            return 0.0, 1.0
-        lo = math.floor(min(vals) * 10) / 10
-        hi = max(1.0, max(vals))
-        return (min(lo, hi - 0.1), hi)
-
     def show_heatmap(self) -> None:
         hm = self.query_one(Heatmap)
-        axes = self.sweep.axes
-        cells = self.heat_cells()
-        lo, hi = self.scale(cells)
-        rname = axes[self.row_axis].short if self.row_axis is not None else ""
-        cname = axes[self.col_axis].short if self.col_axis is not None else ""
+        axes, g = self.sweep.axes, self.grid
+        cells = g.heat_cells(self.by_cell, self.metric, self.slice)
+        lo, hi = scale(cells)
+        rname = axes[g.row_axis].short if g.row_axis is not None else ""
+        cname = axes[g.col_axis].short if g.col_axis is not None else ""
         corner = f"{rname}╲{cname}" if rname and cname else cname
         caption = f"mean ± std, seeds ≥ {fmt.num(self.sweep.threshold)}"
         if self.metric == "val" and not any(c.n for line in cells for c in line):
             caption = "no held-out accuracy in this sweep (v: training)"
         title = METRIC_NAME[self.metric]
-        if self.slice_axes:
-            sl = self.slices[self.slice]
+        if g.slice_axes:
+            sl = g.slices[self.slice]
             title += "  " + " ".join(f"{axes[i].short}={sweeps.slug(v)}"
-                                     for i, v in zip(self.slice_axes, sl))
-            title += f"  (slice {self.slice + 1}/{len(self.slices)}, n: next)"
+                                     for i, v in zip(g.slice_axes, sl))
+            title += f"  (slice {self.slice + 1}/{len(g.slices)}, n: next)"
         hm.border_title = title
-        hm.set_data(self.axis_values(self.row_axis), self.axis_values(self.col_axis), cells,
+        hm.set_data(g.axis_values(g.row_axis), g.axis_values(g.col_axis), cells,
                     corner=corner, caption=caption, lo=lo, hi=hi)
 
     def show_status(self) -> None:
@@ -246,13 +148,13 @@ class SweepScreen(Screen):
             done, total = self.snap["done"], self.snap["total"]
             pct = f" ({100 * done / total:.1f} %)" if total else ""
             t.append(f"  {fmt.count(done)}/{fmt.count(total)} updates{pct}")
-            if state == "running" and isinstance(st.get("rate"), (int, float)) and st["rate"] > 0:
+            if state == RUNNING and isinstance(st.get("rate"), (int, float)) and st["rate"] > 0:
                 t.append(f"  {fmt.rate(st['rate'])}")
         t.append(f"  {len(sw.members)} members · {len(sw.cells())} cells × {len(sw.seeds)} seeds",
                  style="dim")
         t.append(f"  threshold {fmt.num(sw.threshold)}", style="dim")
         if st.get("reason"):
-            t.append(f"  {st['reason']}", style="red" if state == "crashed" else "dim")
+            t.append(f"  {st['reason']}", style="red" if state == CRASHED else "dim")
         self.query_one("#sweep-status", Static).update(t)
 
     def apply(self, snap: dict[str, Any]) -> None:
@@ -262,7 +164,7 @@ class SweepScreen(Screen):
         t = self.query_one(DataTable)
         for cell, s in self.by_cell.items():
             key = self._key(cell)
-            for col, value in zip(t.columns, self._row(cell, s)):
+            for col, value in zip(t.columns, self.grid.table_row(cell, s)):
                 try:
                     if t.get_cell(key, col) != value:
                         t.update_cell(key, col, value, update_width=True)
@@ -297,7 +199,7 @@ class SweepScreen(Screen):
     # -- cursor sync -------------------------------------------------------------------------
     @on(Heatmap.Moved)
     def _heatmap_moved(self, event: Heatmap.Moved) -> None:
-        self._table_to(self.cell_at(event.row, event.col))
+        self._table_to(self.grid.cell_at(event.row, event.col, self.slice))
 
     def _table_to(self, cell: tuple) -> None:
         t = self.query_one(DataTable)
@@ -313,7 +215,7 @@ class SweepScreen(Screen):
         cell = self._cell_of_key(event.row_key.value)
         if cell is None:
             return
-        r, c, sl = self.position(cell)
+        r, c, sl = self.grid.position(cell)
         if sl != self.slice:
             self.slice = sl
             self.show_heatmap()
@@ -348,10 +250,10 @@ class SweepScreen(Screen):
         self.show_heatmap()
 
     def action_next_slice(self) -> None:
-        if len(self.slices) < 2:
+        if len(self.grid.slices) < 2:
             self.notify("this sweep has no third axis to slice", severity="information")
             return
-        self.slice = (self.slice + 1) % len(self.slices)
+        self.slice = (self.slice + 1) % len(self.grid.slices)
         self.show_heatmap()
         self._table_to(self.current_cell())
 

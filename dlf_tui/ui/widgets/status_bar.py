@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.widget import Widget
 
+from dlf_tui.core.states import CRASHED, FINISHED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING
 from dlf_tui.ui import fmt
 
-STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "starting": "bold cyan",
-               "stopping": "bold yellow", "stopped": "bold magenta", "finished": "bold blue",
-               "crashed": "bold red", "diverged": "bold red"}
+STATE_STYLE = {RUNNING: "bold green", PAUSED: "bold yellow", STARTING: "bold cyan",
+               STOPPING: "bold yellow", STOPPED: "bold magenta", FINISHED: "bold blue",
+               CRASHED: "bold red"}
 
 
 @dataclass
@@ -21,7 +22,7 @@ class StatusInfo:
     run_id: str = ""
     preset: str = ""
     device: str = ""
-    state: str = "starting"
+    state: str = STARTING
     live: bool = False
     step: int = 0
     total: int = 0
@@ -97,7 +98,7 @@ class StatusBar(Widget):
             Text(i.preset or "–"),
             Text(i.device or "–"),
         ]
-        if not i.live and i.state not in ("starting",):
+        if not i.live and i.state != STARTING:
             segs.append(Text("read-only", style="reverse"))
         segs += [Text(i.window, style="italic"), Text(i.smoothing, style="italic"),
                  Text("log-y" if i.log_y else "lin-y", style="italic")]

@@ -21,23 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlf_tui.core import series as S
+from dlf_tui.ui.history import class_columns
 from dlf_tui.ui.widgets.charts.base import Chart, Context
 
 ALL_CLASSES = 10  # up to this many every class is drawn, as always
 MIN_SHOWN = 3  # a subset view draws at least this many classes (the title may then be cut)
 RANK_SPAN = 500  # rank by training accuracy: its mean over about this many updates
 VIEWS = ("worst", "best", "index")
-TRAIN_PREFIX = "accuracy_class_"
-VAL_PREFIX = "val_accuracy_class_"
-
-
-def class_columns(columns: list[str], prefix: str) -> dict[int, str]:
-    """{class index: column} for the columns named ``prefix<index>``."""
-    out = {}
-    for c in columns:
-        if c.startswith(prefix) and c[len(prefix):].isdigit():
-            out[int(c[len(prefix):])] = c
-    return out
 
 
 def order(classes: list[int], values, view: str) -> list[int]:
@@ -56,16 +47,16 @@ def latest(history, classes: list[int], train_cols: dict[int, str]) -> tuple[np.
     """Each class's latest accuracy and where it comes from: ``val`` (the
     newest evaluation), ``train`` (the mean over about the last ``RANK_SPAN``
     updates) or ``""`` (no data yet)."""
-    val_cols = class_columns(history.eval_columns, VAL_PREFIX)
+    val_cols = class_columns(history.eval_columns, S.val_accuracy_class)
     if history.eval_rows and all(c in val_cols for c in classes):
-        vals = [history.last_value("eval", val_cols[c]) for c in classes]
+        vals = [history.last_value(S.EVAL, val_cols[c]) for c in classes]
         v = np.array([np.nan if x is None else x for x in vals], dtype=np.float64)
         if not np.isnan(v).all():
             return v, "val"
     last = history.last_step()
     if last > 0 and all(c in train_cols for c in classes):
-        view = history.query("metrics", max(1, last - RANK_SPAN + 1), last, 1,
-                             ["step", *(train_cols[c] for c in classes)])
+        view = history.query(S.METRICS, max(1, last - RANK_SPAN + 1), last, 1,
+                             [S.STEP, *(train_cols[c] for c in classes)])
         if len(view):
             return view.mean[-1, 1:], "train"
     return np.full(len(classes), np.nan), ""
@@ -114,7 +105,7 @@ class AccuracyChart(Chart):
     # -- drawing ------------------------------------------------------------------------
     def plot(self, ctx: Context) -> str:
         h = ctx.history
-        train_cols = class_columns(h.metric_columns, TRAIN_PREFIX)
+        train_cols = class_columns(h.metric_columns, S.accuracy_class)
         self.class_ids = sorted(train_cols)
         self.set_class(self.subset, "-subset")
         if self.subset:
@@ -126,19 +117,19 @@ class AccuracyChart(Chart):
 
     def _plot_all(self, ctx: Context) -> str:
         h = ctx.history
-        cls_cols = [c for c in h.metric_columns if c.startswith(TRAIN_PREFIX)]
-        view = h.query("metrics", ctx.x0, ctx.x1, self.npts(), ["step", "accuracy", *cls_cols])
+        cls_cols = list(class_columns(h.metric_columns, S.accuracy_class).values())
+        view = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, S.ACCURACY, *cls_cols])
         legend = []
         for i, col in enumerate(cls_cols):
             marker, color = ctx.style.cls(i)
             self.curve(view, col, marker, color, ctx.smoothing)
             legend.append(f"{ctx.style.legend_mark(marker, color)} {i}")
         marker, color = ctx.style.main(0)
-        self.curve(view, "accuracy", marker, color, ctx.smoothing)
+        self.curve(view, S.ACCURACY, marker, color, ctx.smoothing)
         legend.insert(0, f"{ctx.style.legend_mark(marker, color)} all")
-        val_cols = [c for c in h.eval_columns if c.startswith(VAL_PREFIX)]
+        val_cols = list(class_columns(h.eval_columns, S.val_accuracy_class).values())
         if val_cols and h.eval_rows:
-            ev = h.query("eval", ctx.x0, ctx.x1, max(8, self.npts() // 2), ["step", *val_cols])
+            ev = h.query(S.EVAL, ctx.x0, ctx.x1, max(8, self.npts() // 2), [S.STEP, *val_cols])
             for i, col in enumerate(val_cols):
                 _, color = ctx.style.cls(i)
                 x, y = self.series(ev, col, 0.0)
@@ -168,25 +159,25 @@ class AccuracyChart(Chart):
         if self.first >= n:
             self.first = 0
         shown = self.shown = ordered[self.first:self.first + k]
-        view = h.query("metrics", ctx.x0, ctx.x1, self.npts(),
-                       ["step", "accuracy", *(train_cols[c] for c in shown)])
+        view = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(),
+                       [S.STEP, S.ACCURACY, *(train_cols[c] for c in shown)])
         slots = [style.cls(s) for s in range(len(shown))]
         for c, (marker, color) in zip(shown, slots):
             self.curve(view, train_cols[c], marker, color, ctx.smoothing)
         all_marker, all_color = style.main(0)
-        self.curve(view, "accuracy", all_marker, all_color, ctx.smoothing)
-        val_cols = class_columns(h.eval_columns, VAL_PREFIX)
+        self.curve(view, S.ACCURACY, all_marker, all_color, ctx.smoothing)
+        val_cols = class_columns(h.eval_columns, S.val_accuracy_class)
         has_val = bool(h.eval_rows) and bool(val_cols)
         if has_val:
             cols = [val_cols[c] for c in shown if c in val_cols]
-            overall = ["val_accuracy"] if h.has("eval", "val_accuracy") else []
-            ev = h.query("eval", ctx.x0, ctx.x1, max(8, self.npts() // 2), ["step", *overall, *cols])
+            overall = [S.VAL_ACCURACY] if h.has(S.EVAL, S.VAL_ACCURACY) else []
+            ev = h.query(S.EVAL, ctx.x0, ctx.x1, max(8, self.npts() // 2), [S.STEP, *overall, *cols])
             for s, (c, (_, color)) in enumerate(zip(shown, slots)):
                 if c in val_cols:
                     x, y = self.series(ev, val_cols[c], 0.0)
                     self.line(x, y, str(s) if marked else "•", color, scatter=True)
             if overall:
-                x, y = self.series(ev, "val_accuracy", 0.0)
+                x, y = self.series(ev, S.VAL_ACCURACY, 0.0)
                 self.line(x, y, "v" if style.ascii else "•", all_color, scatter=True)
         if self.points:
             self.plt.ylim(0, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dlf_tui.core import series as S
 from dlf_tui.ui.history import RunHistory
 from dlf_tui.ui.timeline import Marker
 from dlf_tui.ui.widgets.charts.base import CLASS_COLORS, Chart, Style
@@ -55,7 +56,7 @@ class CompareChart(Chart):
         views = []
         for h, marker, color in ctx.runs:
             if h.has(self.series_name, self.column):
-                v = h.query(self.series_name, ctx.x0, ctx.x1, self.npts(), ["step", self.column])
+                v = h.query(self.series_name, ctx.x0, ctx.x1, self.npts(), [S.STEP, self.column])
                 if len(v):
                     views.append((v, marker, color))
         log = self.log_scale and ctx.log_y

@@ -4,6 +4,7 @@ however many updates a column holds."""
 
 from __future__ import annotations
 
+from dlf_tui.core import series as S
 from dlf_tui.ui.history import DROP
 from dlf_tui.ui.widgets.charts.base import Chart, Context
 
@@ -12,7 +13,7 @@ class DropChart(Chart):
     TITLE = "F(t−1)−F(t)"
 
     def plot(self, ctx: Context) -> str:
-        view = ctx.history.query("metrics", ctx.x0, ctx.x1, self.npts(), ["step", DROP])
+        view = ctx.history.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, DROP])
         if len(view) == 0:
             return ""
         marker, color = ctx.style.main(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dlf_tui.core import series as S
 from dlf_tui.ui.widgets.charts.base import Chart, Context
 
 
@@ -9,13 +10,13 @@ class LossChart(Chart):
     TITLE = "loss"
 
     def plot(self, ctx: Context) -> str:
-        view = ctx.history.query("metrics", ctx.x0, ctx.x1, self.npts(), ["step", "loss_dynamical", "loss_ce"])
+        view = ctx.history.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, S.LOSS_DYNAMICAL, S.LOSS_CE])
         floor = None
         if ctx.log_y and len(view):
-            floor = self.log_floor(view.mn[:, view.col("loss_dynamical")], view.mn[:, view.col("loss_ce")])
+            floor = self.log_floor(view.mn[:, view.col(S.LOSS_DYNAMICAL)], view.mn[:, view.col(S.LOSS_CE)])
         (mf, cf), (mc, cc) = ctx.style.main(0), ctx.style.main(1)
-        self.curve(view, "loss_ce", mc, cc, ctx.smoothing, floor)
-        self.curve(view, "loss_dynamical", mf, cf, ctx.smoothing, floor)
+        self.curve(view, S.LOSS_CE, mc, cc, ctx.smoothing, floor)
+        self.curve(view, S.LOSS_DYNAMICAL, mf, cf, ctx.smoothing, floor)
         if self.points and ctx.log_y:
             self.plt.yscale("log")
         scale = "log-y" if ctx.log_y else "linear"

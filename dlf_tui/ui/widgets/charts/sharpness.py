@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlf_tui.core import series as S
 from dlf_tui.ui.widgets.charts.base import Chart, Context
 
-COLUMNS = ("hessian_lambda_max", "ntk_lambda_max")
-LABELS = {"hessian_lambda_max": "Hessian", "ntk_lambda_max": "NTK"}
+COLUMNS = (S.HESSIAN_LAMBDA_MAX, S.NTK_LAMBDA_MAX)
+LABELS = {S.HESSIAN_LAMBDA_MAX: "Hessian", S.NTK_LAMBDA_MAX: "NTK"}
 
 
 class SharpnessChart(Chart):
@@ -24,11 +25,11 @@ class SharpnessChart(Chart):
         h = ctx.history
         legend = []
         curves = []
-        for series in ("diag", "eval"):
+        for series in (S.DIAG, S.EVAL):
             cols = [c for c in COLUMNS if h.has(series, c)]
             if not cols or not h.count(series):
                 continue
-            view = h.query(series, ctx.x0, ctx.x1, self.npts(), ["step", *cols])
+            view = h.query(series, ctx.x0, ctx.x1, self.npts(), [S.STEP, *cols])
             for i, col in enumerate(cols):
                 x, y = self.series(view, col, ctx.smoothing)
                 if np.any(~np.isnan(y)):
@@ -36,9 +37,9 @@ class SharpnessChart(Chart):
             break
         if not curves:
             return ""
-        m = h.query("metrics", ctx.x0, ctx.x1, self.npts(), ["step", "lr"])
+        m = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, S.LR])
         with np.errstate(divide="ignore", invalid="ignore"):
-            edge = 2.0 / m.mean[:, m.col("lr")] if len(m) else np.empty(0)
+            edge = 2.0 / m.mean[:, m.col(S.LR)] if len(m) else np.empty(0)
         # log-y: the NTK's λ_max is orders of magnitude above the Hessian's and 2/lr
         floor = self.log_floor(*(y for *_, y in curves), edge)
         for col, i, x, y in curves:

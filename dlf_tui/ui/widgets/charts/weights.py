@@ -3,8 +3,8 @@
 Up to ``ALL_CLASSES`` classes (10) every Γ_i is drawn, each in its own colour
 and, without colour, its own marker.
 
-With more (CIFAR-100), a hundred lines would be an unreadable tangle and cost
-120–260 ms a redraw.  Under every schedule of this project (triangle, sine,
+With more (CIFAR-100), a hundred lines would be an unreadable tangle and slow
+to draw.  Under every schedule of this project (triangle, sine,
 square, static) one class at a time is emphasised and all the others share one
 weight: Γ_c = C·w/(w+C−1), the rest C/(w+C−1).  So the chart draws, from the
 Γ summary that ``RunHistory`` keeps for such runs (``history.gamma_summary``):
@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlf_tui.ui.history import GAMMA_PREFIX, GAMMA_SUMMARY
+from dlf_tui.core import series as S
+from dlf_tui.ui.history import GAMMA_SUMMARY, class_columns
 from dlf_tui.ui.widgets.charts.accuracy import ALL_CLASSES, MIN_SHOWN, AccuracyChart
 from dlf_tui.ui.widgets.charts.base import Chart, Context
 
@@ -44,13 +45,13 @@ class WeightsChart(Chart):
 
     def plot(self, ctx: Context) -> str:
         h = ctx.history
-        cols = [c for c in h.metric_columns if c.startswith(GAMMA_PREFIX)]
+        cols = list(class_columns(h.metric_columns, S.gamma).values())
         if len(cols) > ALL_CLASSES and h.count(GAMMA_SUMMARY):
             return self._plot_summary(ctx, cols)
         self.mode, self.lines, self.emphasised = "all", [str(i) for i in range(len(cols))], None
         if self.border_subtitle:
             self.border_subtitle = ""
-        view = h.query("metrics", ctx.x0, ctx.x1, self.npts(), ["step", *cols])
+        view = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, *cols])
         legend = []
         for i, col in enumerate(cols):
             marker, color = ctx.style.cls(i)
@@ -61,7 +62,7 @@ class WeightsChart(Chart):
     def _plot_summary(self, ctx: Context, cols: list[str]) -> str:
         h, style = ctx.history, ctx.style
         C = len(cols)
-        view = h.query(GAMMA_SUMMARY, ctx.x0, ctx.x1, self.npts(), ["step", "emphasised", "others", "spread"])
+        view = h.query(GAMMA_SUMMARY, ctx.x0, ctx.x1, self.npts(), [S.STEP, "emphasised", "others", "spread"])
         now = h.last_value(GAMMA_SUMMARY, "class")
         self.emphasised = None if now is None else int(now)
         differ = False
@@ -85,8 +86,8 @@ class WeightsChart(Chart):
         else:
             self.mode = "accuracy"
             shown, source = self._accuracy_classes(cols)
-            gcols = [f"{GAMMA_PREFIX}{c}" for c in shown]
-            cv = h.query("metrics", ctx.x0, ctx.x1, self.npts(), ["step", *gcols])
+            gcols = [S.gamma(c) for c in shown]
+            cv = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, *gcols])
             for s, (c, col) in enumerate(zip(shown, gcols)):
                 marker, color = style.cls(s)
                 self.curve(cv, col, marker, color, ctx.smoothing)
@@ -101,11 +102,10 @@ class WeightsChart(Chart):
         """The classes the accuracy chart drew last (its first draw may come
         after this one: then the first few by index) and how to say so."""
         try:
-            shown = [c for c in self.screen.query_one(AccuracyChart).shown if f"{GAMMA_PREFIX}{c}" in cols]
+            shown = [c for c in self.screen.query_one(AccuracyChart).shown if S.gamma(c) in cols]
         except Exception:  # noqa: BLE001 - not on a dashboard (no screen, no accuracy chart)
             shown = []
         if shown:
             return shown, "the accuracy chart's classes"
-        ids = (c[len(GAMMA_PREFIX):] for c in cols)
-        first = sorted(int(i) for i in ids if i.isdigit())[:MIN_SHOWN]
+        first = sorted(class_columns(cols, S.gamma))[:MIN_SHOWN]
         return first, "classes " + ", ".join(map(str, first))
