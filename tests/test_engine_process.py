@@ -241,3 +241,24 @@ def test_ctrl_c_stops_headless_cleanly(tmp_path):
     assert "stopped: " in out and "Traceback" not in err
     assert 500 < run.rows() < 70000
     assert run.last_row()["step"] == run.rows()
+
+
+def test_the_static_tail_event_is_dated_at_its_first_update(tmp_path):
+    """Periods of T+1 = 501 updates end at 501, 1002, …, 2505; the first boundary after
+    step > 3000 − 500 is 2505, so update 2506 is the first plain-CE one — however the
+    updates fall into chunks."""
+    from dlf_tui.engine.loops.single import SingleRun
+
+    cfg = tiny_config("run.steps=3000", "schedule.period=500", "schedule.amplitude=30",
+                      "schedule.last_period_static=true", "run.flush_every=700")
+    run = runs.create_run(cfg, tmp_path / "runs")
+    e = SingleRun(run.path, serve=False)
+    try:
+        assert e.run() == 0
+    finally:
+        e.close()
+    [tail] = events(run, "static_tail")
+    assert tail["step"] == 2506 and "from update 2506" in tail["message"]
+    m = runs.Run(run.path).read("metrics")
+    amp = m[:, runs.Run(run.path).columns().index("amplitude")]
+    assert amp[2504] == 30 and (amp[2505:] == 1).all()  # rows of updates 2505 and 2506 on

@@ -122,10 +122,11 @@ class Schedule:
         return gam, amp, per
 
     # -- moving --------------------------------------------------------------
-    def advance(self, n: int = 1) -> bool:
-        """Account for ``n`` updates; returns True if the static tail started."""
+    def advance(self, n: int = 1) -> int:
+        """Account for ``n`` updates; returns the first update of the static tail
+        when it started among them (its period boundary), else 0."""
         s = self.s
-        started = False
+        started = 0
         while n > 0:
             seg = min(n, s.period - s.t + 1)
             s.step += seg
@@ -136,7 +137,7 @@ class Schedule:
                 s.c = (s.c + 1) % s.classes
                 if s.last_period_static and not s.static_tail and s.step > s.total_steps - s.period:
                     s.static_tail = True
-                    started = True
+                    started = s.step + 1
         return started
 
     # -- live edits (phase-continuous) ---------------------------------------

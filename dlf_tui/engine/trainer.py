@@ -68,6 +68,38 @@ def _per_class_accuracy(correct: np.ndarray, count: np.ndarray) -> np.ndarray:
         return np.where(count > 0, correct / np.maximum(count, 1), np.nan)
 
 
+def metric_rows(step0: int, raw: np.ndarray, gam: np.ndarray, amp: np.ndarray,
+                per: np.ndarray, lr: np.ndarray, C: int, f: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Metric rows (``core.series.metric_columns``) of updates step0+1 … from their
+    raw statistics [Σ log p | correct | count per class | ‖g‖] and the Γ, A, T, lr in
+    force; F is Σ Γ·CE / N unless given (``f``: a loss computed otherwise)."""
+    n = raw.shape[0]
+    nll, correct, count, ntot = _class_stats(raw, C)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.column_stack([
+            np.arange(step0 + 1, step0 + n + 1, dtype=np.float64),
+            (gam * nll).sum(1) / ntot if f is None else f,
+            nll.sum(1) / ntot,
+            correct.sum(1) / ntot,
+            _per_class_accuracy(correct, count),
+            gam, amp, per, lr, raw[:, 3 * C],
+        ])
+
+
+def eval_rows(evals: list[tuple[int, torch.Tensor]], C: int) -> np.ndarray | None:
+    """Eval rows (``core.series.eval_columns``) from (update, raw held-out sums) pairs:
+    one host transfer for them all."""
+    if not evals:
+        return None
+    ev = torch.stack([e for _, e in evals]).cpu().numpy().astype(np.float64)
+    ev = ev.reshape(len(evals), -1)
+    nll, correct, count, ntot = _class_stats(ev, C)
+    return np.column_stack([np.array([s for s, _ in evals], dtype=np.float64),
+                            nll.sum(1) / ntot, correct.sum(1) / ntot,
+                            _per_class_accuracy(correct, count)])
+
+
 class _Progress:
     """The Trainer's own checkpoint part: the update reached and the lr."""
 
@@ -198,7 +230,7 @@ class Trainer:
         diags = [d for d in chunk.diags if d[0] <= last]
         if self.dist is not None:
             self.dist.note_rows(rows, self.C)
-        tail = last + 1 if self.schedule.advance(i) else 0
+        tail = self.schedule.advance(i)  # the update the plain-CE tail starts at, or 0
         self.step = last
         return ChunkResult(rows=rows, eval_rows=self.eval_rows(evals),
                            diag_rows=np.array(diags, dtype=np.float64) if diags else None,
@@ -221,29 +253,12 @@ class Trainer:
         return self.dist.reduce_chunk(rows, evals)
 
     def rows(self, chunk: Chunk, raw: np.ndarray) -> np.ndarray:
-        """Metric rows (one per update) from the raw device statistics."""
-        C, n = self.C, raw.shape[0]
-        nll, correct, count, ntot = _class_stats(raw, C)
-        g = chunk.gam[:n]
-        with np.errstate(invalid="ignore", over="ignore"):
-            return np.column_stack([
-                np.arange(chunk.step0 + 1, chunk.step0 + n + 1, dtype=np.float64),
-                (g * nll).sum(1) / ntot,
-                nll.sum(1) / ntot,
-                correct.sum(1) / ntot,
-                _per_class_accuracy(correct, count),
-                g, chunk.amp[:n], chunk.per[:n], np.full(n, self.lr), raw[:, 3 * C],
-            ])
+        n = raw.shape[0]
+        return metric_rows(chunk.step0, raw, chunk.gam[:n], chunk.amp[:n], chunk.per[:n],
+                           np.full(n, self.lr), self.C)
 
     def eval_rows(self, evals: list[tuple[int, torch.Tensor]]) -> np.ndarray | None:
-        if not evals:
-            return None
-        ev = torch.stack([e for _, e in evals]).cpu().numpy().astype(np.float64)
-        ev = ev.reshape(len(evals), -1)
-        nll, correct, count, ntot = _class_stats(ev, self.C)
-        return np.column_stack([np.array([s for s, _ in evals], dtype=np.float64),
-                                nll.sum(1) / ntot, correct.sum(1) / ntot,
-                                _per_class_accuracy(correct, count)])
+        return eval_rows(evals, self.C)
 
     def replay_until_divergence(self, snap: dict, n: int) -> tuple[int, str]:
         """Redo the chunk's updates one by one from ``snap`` and stop before the
