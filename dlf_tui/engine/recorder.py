@@ -108,6 +108,7 @@ class Recorder:
         self.config_toml = config_toml
         self.state = states.STARTING
         self.started = time.time()
+        self.pid_start = runs.process_start(os.getpid())
         self.metrics = runs.SeriesWriter(self.dir, series.METRICS, series.metric_columns(classes))
         self.evals = runs.SeriesWriter(self.dir, series.EVAL, series.eval_columns(classes))
         self.diags = runs.SeriesWriter(self.dir, series.DIAG, series.diag_columns(diag_k))
@@ -128,7 +129,8 @@ class Recorder:
         self.state = state
         st = dict(self.status())
         st["rate"] = round(float(st.get("rate", 0.0)), 1)
-        doc = {"state": state, "pid": os.getpid(), "started": self.started, "reason": reason, **st}
+        doc = {"state": state, "pid": os.getpid(), "pid_start": self.pid_start,
+               "started": self.started, "reason": reason, **st}
         if state in states.ENDED:
             doc["ended"] = time.time()
         runs.write_json_atomic(self.dir / runs.STATE, doc)

@@ -48,9 +48,14 @@ def default_runs_dir() -> Path:
 # ---------------------------------------------------------------------------
 
 
+def safe_name(name: str) -> str:
+    """``name`` as it appears in a run directory's name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)[:40] or "run"
+
+
 def new_run_dir(runs_dir: Path, preset: str) -> Path:
     """Create a fresh run directory (0700) with a unique, sortable id."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in preset)[:40] or "run"
+    safe = safe_name(preset)
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -163,7 +168,7 @@ class Run:
         if not st:
             st = {"state": states.CRASHED if self.file(CONFIG).exists() else UNKNOWN}
             st["reason"] = "no state.json (the engine never started)"
-        if st.get("state") in states.LIVE and not engine_alive(st.get("pid")):
+        if st.get("state") in states.LIVE and not engine_alive(st.get("pid"), st.get("pid_start")):
             st = dict(st, state=states.CRASHED, reason=st.get("reason") or "engine process is gone")
         return st
 
@@ -246,8 +251,21 @@ class Run:
         }
 
 
-def engine_alive(pid: Any) -> bool:
-    """True if ``pid`` is a live dlf-tui engine process."""
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), or None
+    where that cannot be read.  With the pid it names one process: a pid the
+    system reused belongs to a process started later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def engine_alive(pid: Any, start: Any = None) -> bool:
+    """True if ``pid`` is the live process that writes the run: the one that
+    started at ``start`` (``state.json``'s ``pid_start``; a user's own training
+    loop records it), or else a dlf-tui engine process by its command line."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -257,14 +275,15 @@ def engine_alive(pid: Any) -> bool:
     except PermissionError:
         return True
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmd = fh.read()
-        if b"dlf_tui.engine" not in cmd:
-            return False
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[-1].split()[0]
-        return state != b"Z"  # a zombie has exited
-    except OSError:
+            fields = fh.read().rsplit(b")", 1)[-1].split()
+        if fields[0] == b"Z":  # a zombie has exited
+            return False
+        if isinstance(start, int) and not isinstance(start, bool):
+            return int(fields[19]) == start
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"dlf_tui.engine" in fh.read()
+    except (OSError, ValueError, IndexError):
         return True  # no /proc: trust the signal probe
 
 
