@@ -48,6 +48,8 @@ def resume(spec: str, rdir: Path, nproc: int) -> NoReturn:
         fail(str(err))
     if isinstance(r, sweeps.Sweep):
         resume_sweep(r)
+    if r.own_loop_reason():
+        fail(r.own_loop_reason())
     state = r.state().get("state")
     if state in states.LIVE:
         fail(f"{r.id} is {state}: its engine is still live")

@@ -144,6 +144,15 @@ class Schedule:
     def set_amplitude(self, amplitude: float) -> None:
         self.s.amplitude = float(amplitude)
 
+    def edit_amplitude(self, amplitude: float) -> None:
+        """A live edit of A: from the next update on, and it ends the automatic
+        plain-CE tail (the user chose an amplitude)."""
+        s = self.s
+        if s.static_tail:
+            s.static_tail = False
+            s.last_period_static = False
+        self.set_amplitude(amplitude)
+
     def set_period(self, period: int) -> None:
         s = self.s
         s.t = phase_after_period_edit(s.t, s.period, period)

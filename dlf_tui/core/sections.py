@@ -29,7 +29,8 @@ def _f(default: Any, check: str | None = None, help: str = "") -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _f("spiral", "choice:spiral,cifar10,cifar100,mnist,fashion-mnist", "data set")
+    name: str = _f("spiral", "choice:spiral,cifar10,cifar100,mnist,fashion-mnist,external",
+                   "data set (external = a run of your own training loop, dlf_tui.live)")
     points_per_class: int = _f(100, ">=1", "spiral points per class")
     classes: int = _f(3, ">=2", "number of classes (spiral arms; image sets have their own)")
     turns: float = _f(2.0, ">0", "spiral arm length in full turns (2 = 4*pi)")
@@ -53,7 +54,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = _f("mlp", "choice:mlp,myrtle5,myrtle7,myrtle10,resnet18", "model family (mlp flattens image inputs)")
+    kind: str = _f("mlp", "choice:mlp,myrtle5,myrtle7,myrtle10,resnet18,external",
+                   "model family (mlp flattens image inputs; external = your own loop's model)")
     hidden: tuple[int, ...] = _f((100,), "widths>=1", "hidden layer widths (mlp)")
     activation: str = _f("relu", "choice:relu", "hidden activation")
     init: str = _f("glorot", "choice:glorot,torch,he", "glorot = the reference's truncated-normal Glorot; torch = PyTorch default; he = N(0, 2/fan_in), zero biases")
@@ -70,7 +72,8 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = _f("gd", "choice:gd,sgd,adam", "gd = plain gradient descent")
+    name: str = _f("gd", "choice:gd,sgd,adam,external",
+                   "gd = plain gradient descent; external = your own loop's optimizer")
     lr: float = _f(1.0, ">0", "learning rate")
     momentum: float = _f(0.0, "[0,1)", "SGD momentum")
     weight_decay: float = _f(0.0, ">=0", "L2 weight decay")

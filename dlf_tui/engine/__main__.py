@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {run_dir}: not a run directory (no {runs.CONFIG}), not a sweep directory "
               f"(no {sweeps.SWEEP})", file=sys.stderr)
         return 2
+    why = runs.Run(run_dir).own_loop_reason()
+    if why:  # its state.json stays as the user's loop left it
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     if args.rank:
         return _other_rank(run_dir, args.rank, args.nproc, args.resume)
     logging.basicConfig(

@@ -152,6 +152,10 @@ def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
 
 def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype) -> Dataset:
     """The configured data set on ``device``: spiral points as ``dtype``, images as uint8."""
+    if cfg.name == "external":
+        raise SetupError("data.name = external: this run records your own training loop "
+                         "(dlf_tui.live); continue it from your script with "
+                         "Run(..., resume='latest'), not with the engine")
     if cfg.name != "spiral":
         return load_images(cfg, device)
 

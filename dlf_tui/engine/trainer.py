@@ -158,11 +158,7 @@ class Trainer:
         self.stepper.set_lr(lr)
 
     def set_amplitude(self, amplitude: float) -> None:
-        s = self.schedule.s
-        if s.static_tail:  # an explicit edit ends the automatic plain-CE tail
-            s.static_tail = False
-            s.last_period_static = False
-        self.schedule.set_amplitude(amplitude)
+        self.schedule.edit_amplitude(amplitude)
 
     def set_period(self, period: int) -> None:
         self.schedule.set_period(period)

@@ -36,6 +36,7 @@ LOG = "engine.log"
 RANK_LOG = "engine-rank{rank}.log"  # ranks 1 … N−1 of a run across N processes
 RENDEZVOUS = "rendezvous.store"  # where the N processes meet (a torch FileStore)
 CHECKPOINTS = "checkpoints"
+OWN_LOOP = "external"  # data.name of a run that records a user's own loop (dlf_tui.live)
 UNKNOWN = "unknown"  # the state of a directory whose state.json says nothing
 
 
@@ -154,6 +155,18 @@ class Run:
 
     def config(self) -> config.Config:
         return config.load(self.file(CONFIG))
+
+    def own_loop_reason(self) -> str:
+        """Why the engine cannot continue this run ('' when it can): it records a
+        user's own training loop (``dlf_tui.live``), whose data and model live there."""
+        try:
+            name = self.config_doc().get("data", {}).get("name")
+        except RunError:
+            return ""
+        if name != OWN_LOOP:
+            return ""
+        return (f"{self.id} records your own training loop (dlf_tui.live): continue it from "
+                "your script with Run(..., resume='latest')")
 
     def raw_state(self) -> dict[str, Any]:
         try:

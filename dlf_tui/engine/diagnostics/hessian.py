@@ -39,6 +39,7 @@ from torch.func import functional_call
 
 from dlf_tui.engine.diagnostics.lanczos import LanczosInfo, default_tol, lanczos, random_start
 from dlf_tui.engine.models import MLP
+from dlf_tui.engine.loss import dynamical_ce
 
 __all__ = ["HVP_METHODS", "dynamical_loss", "ParamSnapshot", "HessianOperator", "hessian_operator",
            "hessian_top_eigs", "is_plain_mlp"]
@@ -46,10 +47,7 @@ __all__ = ["HVP_METHODS", "dynamical_loss", "ParamSnapshot", "HessianOperator", 
 HVP_METHODS = ("auto", "mlp", "autograd", "func")
 
 
-def dynamical_loss(logits: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """F = mean_n Γ[y_n]·CE_n (static cross-entropy is Γ ≡ 1)."""
-    ce = nn.functional.cross_entropy(logits, y, reduction="none")
-    return (gamma[y] * ce).mean()
+dynamical_loss = dynamical_ce  # F = mean_n Γ[y_n]·CE_n, the library's own (engine/loss.py)
 
 
 def _as_gamma(gamma: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

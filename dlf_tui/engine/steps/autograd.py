@@ -15,6 +15,7 @@ from dlf_tui.core.config import Config
 from dlf_tui.engine.data import Dataset
 from dlf_tui.engine.images import crop_flip, random_ints
 from dlf_tui.engine.steps.base import Stepper, stats_width
+from dlf_tui.engine.loss import weighted_nll
 
 
 class AutogradStep(Stepper):
@@ -140,8 +141,7 @@ class AutogradStep(Stepper):
         logits = self._logits(x, r, self.net)
         lp = logits.log_softmax(1)
         lpy = lp.gather(1, y[:, None])[:, 0]
-        loss = (-(gam[y] * lpy).mean() if self.loss_scale is None
-                else -(gam[y] * lpy).sum() * self.loss_scale)
+        loss = weighted_nll(lpy, gam[y], self.loss_scale)
         d = lpy.detach()
         S = torch.stack([d, (logits.detach().argmax(1) == y).to(self.dtype), torch.ones_like(d)])
         return loss, S @ Y

@@ -1,0 +1,191 @@
+"""The dynamical loss, as a library: ``from dlf_tui import DynamicalLoss``.
+
+F = mean over samples of Γ[label]·CE(sample) (``loss="ce"``), or
+F = mean over samples of Γ[label]·‖f(x) − e_label‖² (``loss="mse"``, f the raw
+outputs, e the one-hot target).  This is *not* ``F.cross_entropy(weight=Γ)``,
+whose mean divides by ΣΓ[y] instead of the number of samples.
+
+Γ(t) is ``core.schedule.Schedule`` — the engine's own schedule, bit-exact
+against the authors' reference — and the loss functions below are the ones the
+engine's autograd step and its Hessian diagnostics use.
+
+Devices, dtypes, compilers:
+- Γ lives on the device and in the dtype of the last logits (a table of the
+  next updates' rows is copied there once per ``TABLE_ROWS`` updates, not per
+  update); under autocast, half-precision outputs are computed in float32.
+- ``forward`` reads Γ from a fixed buffer that ``step()`` fills, so under
+  ``torch.compile`` the graph does not change from one update to the next.
+- With DistributedDataParallel every rank computes its own mean and steps its
+  own identical schedule: nothing to synchronise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlf_tui.core import config as cfgmod
+from dlf_tui.core.schedule import KINDS, Schedule
+
+LOSSES = ("ce", "mse")
+TABLE_ROWS = 1024  # Γ rows copied to the device at a time
+
+
+def weighted_nll(log_p_target: torch.Tensor, gamma_target: torch.Tensor,
+                 scale: float | None = None) -> torch.Tensor:
+    """mean_n Γ[y_n]·(−log p(y_n)) from per-sample log p(y) and Γ[y] (``scale``:
+    the sum times ``scale`` instead of the mean — a rank's share of a global mean)."""
+    weighted = gamma_target * log_p_target
+    return -weighted.mean() if scale is None else -weighted.sum() * scale
+
+
+def dynamical_ce(logits: torch.Tensor, targets: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """F = mean_n Γ[y_n]·CE_n (static cross-entropy is Γ ≡ 1)."""
+    lpy = logits.log_softmax(1).gather(1, targets[:, None])[:, 0]
+    return weighted_nll(lpy, gamma[targets])
+
+
+def dynamical_mse(outputs: torch.Tensor, targets: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """F = (1/N) Σ_n Γ[y_n]·‖f(x_n) − e_{y_n}‖²."""
+    err = outputs - nn.functional.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+    return (gamma[targets] * (err * err).sum(1)).mean()
+
+
+class DynamicalLoss(nn.Module):
+    def __init__(self, classes: int, amplitude: float = 1.0, period: int = 1000,
+                 kind: str = "triangle", loss: str = "ce", last_period_static: bool = False,
+                 total_steps: int = 0):
+        """``amplitude`` A (1 = plain loss), ``period`` T (a period is T+1 updates),
+        ``kind`` the shape of the oscillation; with ``last_period_static`` the
+        amplitude becomes 1 at the first period boundary after
+        ``total_steps`` − T updates."""
+        super().__init__()
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+            raise ValueError(f"classes = {classes!r}: needs an integer >= 2")
+        if kind not in KINDS:
+            raise ValueError(f"kind = {kind!r}: one of {', '.join(KINDS)}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss = {loss!r}: one of {', '.join(LOSSES)}")
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
+            raise ValueError(f"total_steps = {total_steps!r}: needs an integer >= 0")
+        if last_period_static and not total_steps:
+            raise ValueError("last_period_static needs total_steps (when the last period starts)")
+        amplitude = cfgmod.check_live("amplitude", amplitude)
+        period = cfgmod.check_live("period", period)
+        self.loss_kind = loss
+        self.schedule = Schedule.create(kind, amplitude, period, classes, total_steps,
+                                        bool(last_period_static))
+        self._host = np.empty((0, classes))  # Γ rows of the next updates, from the current one
+        self._row = 0
+        self._table = torch.empty(0)
+        self.register_buffer("_gamma", torch.ones(classes), persistent=False)
+        self._fill()
+
+    # -- the schedule --------------------------------------------------------------------
+    @property
+    def classes(self) -> int:
+        return self.schedule.s.classes
+
+    @property
+    def kind(self) -> str:
+        return self.schedule.s.kind
+
+    @property
+    def amplitude(self) -> float:
+        """The amplitude in force for the current update (1 in the static tail)."""
+        return self.schedule.amplitude
+
+    @property
+    def period(self) -> int:
+        return self.schedule.s.period
+
+    @property
+    def phase(self) -> int:
+        return self.schedule.s.t
+
+    @property
+    def emphasised(self) -> int:
+        return self.schedule.s.c
+
+    @property
+    def steps_done(self) -> int:
+        return self.schedule.s.step
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        """Γ of the current update (on the last logits' device and dtype)."""
+        return self._gamma
+
+    @property
+    def gamma_host(self) -> np.ndarray:
+        """Γ of the current update as float64 numpy (read-only; no device sync)."""
+        return self._host[self._row]
+
+    def step(self) -> None:
+        """One update done: the schedule moves on."""
+        self.schedule.advance(1)
+        self._row += 1
+        if self._row >= len(self._host):
+            self._fill()
+        else:
+            self._gamma.copy_(self._table[self._row])
+
+    def set_amplitude(self, amplitude: float) -> None:
+        """From the next forward on (an edit ends the automatic plain-loss tail)."""
+        self.schedule.edit_amplitude(cfgmod.check_live("amplitude", amplitude))
+        self._fill()
+
+    def set_period(self, period: int) -> None:
+        """Phase-continuous: the fraction of the period done is kept."""
+        self.schedule.set_period(cfgmod.check_live("period", period))
+        self._fill()
+
+    def _fill(self) -> None:
+        """Γ of the next ``TABLE_ROWS`` updates, on the host and on the device."""
+        self._host = self.schedule.table(TABLE_ROWS)[0]
+        self._row = 0
+        self._table = torch.as_tensor(self._host, dtype=self._gamma.dtype, device=self._gamma.device)
+        self._gamma.copy_(self._table[0])
+
+    def _follow(self, x: torch.Tensor) -> None:
+        """Keep Γ on the device and in the dtype of ``x``."""
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        if (self._gamma.device != x.device or self._gamma.dtype != dtype
+                or self._table.device != x.device):
+            self._gamma = torch.empty(self.classes, dtype=dtype, device=x.device)
+            self._table = torch.as_tensor(self._host, dtype=dtype, device=x.device)
+            self._gamma.copy_(self._table[self._row])
+
+    # -- the loss --------------------------------------------------------------------------
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if logits.dim() != 2 or logits.shape[1] != self.classes:
+            raise ValueError(f"logits of shape {tuple(logits.shape)}: need (N, {self.classes})")
+        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: computed in float32
+            logits = logits.float()
+        self._follow(logits)
+        targets = targets.reshape(-1).long()
+        if targets.numel() != logits.shape[0]:
+            raise ValueError(f"{targets.numel()} targets for {logits.shape[0]} outputs")
+        if targets.device.type == "cpu" and targets.numel() and not torch.compiler.is_compiling():
+            lo, hi = int(targets.min()), int(targets.max())  # no device sync on the CPU
+            if lo < 0 or hi >= self.classes:
+                raise ValueError(f"targets in {lo}..{hi}: labels must be 0..{self.classes - 1}")
+        fn = dynamical_ce if self.loss_kind == "ce" else dynamical_mse
+        return fn(logits, targets, self._gamma)
+
+    # -- checkpoints (plain data: torch.load(weights_only=True) reads it) -------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state_dict(), "loss": self.loss_kind}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(dict(state["schedule"]))
+        self.loss_kind = state.get("loss", self.loss_kind)
+        self._fill()
+
+    def extra_repr(self) -> str:
+        s = self.schedule.s
+        return (f"classes={s.classes}, amplitude={s.amplitude:g}, period={s.period}, "
+                f"kind={s.kind!r}, loss={self.loss_kind!r}")
