@@ -21,6 +21,7 @@ Devices, dtypes, compilers:
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,23 @@ from dlf_tui.core import config as cfgmod
 from dlf_tui.core.schedule import KINDS, Schedule
 
 LOSSES = ("ce", "mse")
-TABLE_ROWS = 1024  # Γ rows copied to the device at a time
+TABLE_ROWS = 1024  # Γ rows copied to the device at a time (fewer for many classes)
+
+
+def _table_rows(classes: int) -> int:
+    return max(16, min(TABLE_ROWS, (1 << 20) // classes))
+
+
+def _whole(name: str, value: Any, low: int) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} = {value!r}: needs an integer >= {low}") from None
+    if value < low:
+        raise ValueError(f"{name} = {value!r}: needs an integer >= {low}")
+    return value
 
 
 def weighted_nll(log_p_target: torch.Tensor, gamma_target: torch.Tensor,
@@ -42,10 +59,14 @@ def weighted_nll(log_p_target: torch.Tensor, gamma_target: torch.Tensor,
     return -weighted.mean() if scale is None else -weighted.sum() * scale
 
 
+def log_p_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample log p(y_n) = −CE_n."""
+    return logits.log_softmax(1).gather(1, targets[:, None])[:, 0]
+
+
 def dynamical_ce(logits: torch.Tensor, targets: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """F = mean_n Γ[y_n]·CE_n (static cross-entropy is Γ ≡ 1)."""
-    lpy = logits.log_softmax(1).gather(1, targets[:, None])[:, 0]
-    return weighted_nll(lpy, gamma[targets])
+    return weighted_nll(log_p_target(logits, targets), gamma[targets])
 
 
 def dynamical_mse(outputs: torch.Tensor, targets: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -55,6 +76,20 @@ def dynamical_mse(outputs: torch.Tensor, targets: torch.Tensor, gamma: torch.Ten
 
 
 class DynamicalLoss(nn.Module):
+    """``loss_fn(logits, targets)`` → F at the current Γ; ``loss_fn.step()`` after each
+    update moves Γ on.
+
+    ``set_amplitude`` / ``set_period`` are live edits with the engine's rules (checked
+    like ``dlf-tui ctl set``; a new T keeps the fraction of the period done; an
+    amplitude edit ends the automatic plain-loss tail).  ``state_dict()`` carries the
+    schedule as plain data (``get_extra_state``), so the loss checkpoints as a
+    submodule of any model and loads with ``torch.load(weights_only=True)``.
+
+    Targets are class indices 0…C−1 (checked on the CPU; on an accelerator the
+    check would cost a device sync, so it is left out).  float16/bfloat16 outputs
+    (autocast) are promoted: the loss is computed in float32.
+    """
+
     def __init__(self, classes: int, amplitude: float = 1.0, period: int = 1000,
                  kind: str = "triangle", loss: str = "ce", last_period_static: bool = False,
                  total_steps: int = 0):
@@ -63,14 +98,12 @@ class DynamicalLoss(nn.Module):
         amplitude becomes 1 at the first period boundary after
         ``total_steps`` − T updates."""
         super().__init__()
-        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-            raise ValueError(f"classes = {classes!r}: needs an integer >= 2")
+        classes = _whole("classes", classes, 2)
         if kind not in KINDS:
             raise ValueError(f"kind = {kind!r}: one of {', '.join(KINDS)}")
         if loss not in LOSSES:
             raise ValueError(f"loss = {loss!r}: one of {', '.join(LOSSES)}")
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
-            raise ValueError(f"total_steps = {total_steps!r}: needs an integer >= 0")
+        total_steps = _whole("total_steps", total_steps, 0)
         if last_period_static and not total_steps:
             raise ValueError("last_period_static needs total_steps (when the last period starts)")
         amplitude = cfgmod.check_live("amplitude", amplitude)
@@ -82,6 +115,7 @@ class DynamicalLoss(nn.Module):
         self._row = 0
         self._table = torch.empty(0)
         self.register_buffer("_gamma", torch.ones(classes), persistent=False)
+        self.last_log_p_target: torch.Tensor | None = None  # of the last forward (ce)
         self._fill()
 
     # -- the schedule --------------------------------------------------------------------
@@ -116,8 +150,8 @@ class DynamicalLoss(nn.Module):
 
     @property
     def gamma(self) -> torch.Tensor:
-        """Γ of the current update (on the last logits' device and dtype)."""
-        return self._gamma
+        """Γ of the current update (a copy, on the last logits' device and dtype)."""
+        return self._gamma.clone()
 
     @property
     def gamma_host(self) -> np.ndarray:
@@ -145,19 +179,29 @@ class DynamicalLoss(nn.Module):
 
     def _fill(self) -> None:
         """Γ of the next ``TABLE_ROWS`` updates, on the host and on the device."""
-        self._host = self.schedule.table(TABLE_ROWS)[0]
+        self._host = self.schedule.table(_table_rows(self.classes))[0]
+        self._host.setflags(write=False)
         self._row = 0
-        self._table = torch.as_tensor(self._host, dtype=self._gamma.dtype, device=self._gamma.device)
-        self._gamma.copy_(self._table[0])
+        self._fill_device()
+
+    def _fill_device(self) -> None:
+        """The device copy of the host table, in Γ's dtype; Γ ← the current row."""
+        self._table = torch.tensor(self._host, dtype=self._gamma.dtype, device=self._gamma.device)
+        self._gamma.copy_(self._table[self._row])
+
+    def _apply(self, fn, recurse=True):  # .to(), .cuda(), .double(): the table follows Γ
+        out = super()._apply(fn, recurse)
+        self._fill_device()
+        return out
 
     def _follow(self, x: torch.Tensor) -> None:
         """Keep Γ on the device and in the dtype of ``x``."""
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        if (self._gamma.device != x.device or self._gamma.dtype != dtype
-                or self._table.device != x.device):
+        if self._gamma.device != x.device or self._gamma.dtype != dtype:
             self._gamma = torch.empty(self.classes, dtype=dtype, device=x.device)
-            self._table = torch.as_tensor(self._host, dtype=dtype, device=x.device)
-            self._gamma.copy_(self._table[self._row])
+            self._fill_device()
+        elif self._table.device != x.device or self._table.dtype != dtype:
+            self._fill_device()
 
     # -- the loss --------------------------------------------------------------------------
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -173,16 +217,28 @@ class DynamicalLoss(nn.Module):
             lo, hi = int(targets.min()), int(targets.max())  # no device sync on the CPU
             if lo < 0 or hi >= self.classes:
                 raise ValueError(f"targets in {lo}..{hi}: labels must be 0..{self.classes - 1}")
-        fn = dynamical_ce if self.loss_kind == "ce" else dynamical_mse
-        return fn(logits, targets, self._gamma)
+        if self.loss_kind == "mse":
+            self.last_log_p_target = None
+            return dynamical_mse(logits, targets, self._gamma)
+        lpy = log_p_target(logits, targets)
+        self.last_log_p_target = lpy.detach()  # a live run's statistics reuse it
+        return weighted_nll(lpy, self._gamma[targets])
 
     # -- checkpoints (plain data: torch.load(weights_only=True) reads it) -------------------
     def get_extra_state(self) -> dict[str, Any]:
         return {"schedule": self.schedule.state_dict(), "loss": self.loss_kind}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.schedule.load_state_dict(dict(state["schedule"]))
-        self.loss_kind = state.get("loss", self.loss_kind)
+        try:
+            schedule = Schedule.from_state_dict(dict(state["schedule"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a DynamicalLoss state: {err}") from None
+        loss = state.get("loss", self.loss_kind)
+        if schedule.s.classes != self.classes:
+            raise ValueError(f"a state for {schedule.s.classes} classes, not {self.classes}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss = {loss!r}: one of {', '.join(LOSSES)}")
+        self.schedule, self.loss_kind = schedule, loss
         self._fill()
 
     def extra_repr(self) -> str:

@@ -75,13 +75,16 @@ class Run:
                  name: str = "live", state: Mapping[str, Any] | None = None,
                  runs_dir: str | Path | None = None, config: Mapping[str, Any] | None = None,
                  steps: int | None = None, resume: str | Path | None = None,
-                 eval_every: int = 100, flush_every: int = 2048, flush_seconds: float = 0.5):
+                 eval_every: int = 100, flush_every: int = 2048, flush_seconds: float = 0.5,
+                 grad_norm: bool = False):
         """``loss_fn``: a ``DynamicalLoss``.  ``optimizer``: its lr is what ``lr``
         edits change.  ``state``: objects with ``state_dict()`` (the model…) that a
         checkpoint saves.  ``config``: your own settings, kept with the run
         (``live.json``).  ``steps``: the planned number of updates, if known.
         ``resume``: ``"latest"`` (the newest run of ``name`` with a checkpoint) or a
-        run directory: continue it from its last checkpoint."""
+        run directory: continue it from its last checkpoint.  ``grad_norm``: record
+        ‖g‖ of every update too (a norm over the optimizer's gradients per update;
+        off, the column holds NaN)."""
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.state = dict(state or {})
@@ -91,6 +94,7 @@ class Run:
                                  f"(a torch module or optimizer), got {type(part).__name__}")
         self.C = int(loss_fn.classes)
         self.eval_every, self.flush_every, self.flush_seconds = eval_every, flush_every, flush_seconds
+        self.record_grad_norm = grad_norm
         self.steps_done = 0
         self.total = int(steps or loss_fn.schedule.s.total_steps or 0)
         self.device = "cpu"
@@ -107,7 +111,7 @@ class Run:
                                  config_toml=cfgmod.to_toml(self.cfg))
         self.control = Control(self.server, self.recorder, self)
         self.server.on_refused = self.control.refused
-        self.log = UpdateLog(self.C, flush_every)
+        self.log = UpdateLog(self.C)
         self._started = time.perf_counter()
         self._start_step = 0
         self._last_flush = time.perf_counter()
@@ -204,7 +208,7 @@ class Run:
         """``loss_fn(logits, targets)``, recorded as this update's F, CE, accuracy and
         per-class accuracy (call it once per update)."""
         out = self.loss_fn(logits, targets)
-        self.log.add_forward(logits, targets, out)
+        self.log.add_forward(logits, targets, out, getattr(self.loss_fn, "last_log_p_target", None))
         self.device = str(logits.device)
         return out
 
@@ -247,13 +251,13 @@ class Run:
             self.recorder.event("refused", f"update {self.steps_done + 1} was not recorded: call "
                                 "run.loss(logits, targets) once in every update")
 
-    def _grad_norm(self) -> torch.Tensor:
-        if self.optimizer is None:
-            return torch.tensor(float("nan"))
+    def _grad_norm(self) -> torch.Tensor | None:
+        if self.optimizer is None or not self.record_grad_norm:
+            return None
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
                  if p.grad is not None]
         if not grads:
-            return torch.tensor(float("nan"))
+            return None
         with torch.no_grad():
             return torch.nn.utils.get_total_norm(grads)
 

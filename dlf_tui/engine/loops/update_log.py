@@ -1,9 +1,10 @@
 """What a live run records of each update of the user's loop, until a flush.
 
-Per update it keeps only references and host scalars: the detached logits and
-targets, the loss the loop trained on, the update's gradient norm (a device
-tensor), and the Γ, A, T and lr in force.  ``take()`` turns them into metric
-rows in a few batched ops and one host transfer.
+Per update it keeps device tensors it does not wait for — the predicted classes,
+the targets, the samples' log p(y) (the loss's own, when it computed them), the
+loss the loop trained on, optionally the gradient norm — and the Γ, A, T and lr
+in force.  ``take()`` turns them into metric rows in a few batched ops and one
+host transfer.
 """
 
 from __future__ import annotations
@@ -11,65 +12,75 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dlf_tui.engine.loss import log_p_target
 from dlf_tui.engine.recorder import ChunkResult
 from dlf_tui.engine.trainer import eval_rows, metric_rows
 
 
-def class_stats(logits: torch.Tensor, targets: torch.Tensor, C: int, rows: int = 1,
-                which: torch.Tensor | None = None) -> torch.Tensor:
-    """(rows, 3·C) statistics [Σ log p(y) | correct | count, per class] of the
-    samples; ``which`` gives the row of each sample (all in row 0 without it).
-    Half-precision logits (autocast) are read in float32."""
+def class_stats(predicted: torch.Tensor, targets: torch.Tensor, log_p: torch.Tensor, C: int,
+                rows: int = 1, which: torch.Tensor | None = None) -> torch.Tensor:
+    """(rows, 3·C) statistics [Σ log p(y) | correct | count, per class] of samples
+    with these predicted classes, targets and log p(y); ``which`` gives the row of
+    each sample (all in row 0 without it)."""
     y = targets.reshape(-1).long()
-    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    lpy = x.log_softmax(1).gather(1, y[:, None])[:, 0]
-    vals = torch.stack([lpy, (x.argmax(1) == y).to(x.dtype), torch.ones_like(lpy)], 1)
-    out = torch.zeros(rows * C, 3, dtype=x.dtype, device=x.device)
+    vals = torch.stack([log_p, (predicted.reshape(-1) == y).to(log_p.dtype),
+                        torch.ones_like(log_p)], 1)
+    out = torch.zeros(rows * C, 3, dtype=log_p.dtype, device=log_p.device)
     out.index_add_(0, y if which is None else which * C + y, vals)
     return out.view(rows, C, 3).transpose(1, 2).reshape(rows, 3 * C)
 
 
+def as_float(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs (autocast) read in float32."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 class UpdateLog:
-    def __init__(self, classes: int, capacity: int, first_step: int = 0):
-        self.C, self.capacity = classes, capacity
+    def __init__(self, classes: int, first_step: int = 0):
+        self.C = classes
         self.reset(first_step)
 
     def reset(self, first_step: int) -> None:
-        k, C = self.capacity, self.C
         self.step0 = first_step  # the update before the first one held
-        self.logits: list[torch.Tensor] = []
+        self.predicted: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
+        self.log_p: list[torch.Tensor] = []
         self.losses: list[torch.Tensor] = []
-        self.grad_norms: list[torch.Tensor] = []
-        self.gam = np.empty((k, C))
-        self.amp, self.per, self.lr = np.empty(k), np.empty(k), np.empty(k)
+        self.grad_norms: list[torch.Tensor | None] = []
+        self.host: list[tuple[np.ndarray, float, int, float]] = []  # Γ, A, T, lr per update
         self.evals: list[tuple[int, torch.Tensor]] = []
 
     @property
     def updates(self) -> int:
         """Updates complete in the log (their ``end_update`` was called)."""
-        return len(self.grad_norms)
+        return len(self.host)
 
-    def add_forward(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
-        self.logits.append(logits.detach())
-        self.targets.append(targets.detach())
+    def add_forward(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor,
+                    log_p: torch.Tensor | None = None) -> None:
+        """An update's forward: its outputs, targets, the loss it trained on, and the
+        samples' log p(y) if the loss computed them."""
+        x = as_float(logits.detach())
+        y = targets.detach().reshape(-1)
+        self.predicted.append(x.argmax(1))
+        self.targets.append(y)
+        self.log_p.append(log_p_target(x, y.long()) if log_p is None else log_p.to(x.dtype))
         self.losses.append(loss.detach())
 
     def end_update(self, gamma: np.ndarray, amplitude: float, period: int, lr: float,
-                   grad_norm: torch.Tensor) -> bool:
+                   grad_norm: torch.Tensor | None) -> bool:
         """The update whose forward was added last is done; False (nothing kept) when
         no forward was added since the previous update."""
-        i = self.updates
-        if len(self.logits) != i + 1:
+        if len(self.targets) != len(self.host) + 1:
             return False
-        self.gam[i] = gamma
-        self.amp[i], self.per[i], self.lr[i] = amplitude, period, lr
+        self.host.append((gamma, amplitude, period, lr))  # gamma: a read-only row, not copied
         self.grad_norms.append(grad_norm)
         return True
 
     def add_eval(self, step: int, logits: torch.Tensor, targets: torch.Tensor) -> None:
         with torch.no_grad():
-            self.evals.append((step, class_stats(logits.detach(), targets, self.C)[0]))
+            x = as_float(logits.detach())
+            y = targets.detach().reshape(-1).long()
+            self.evals.append((step, class_stats(x.argmax(1), y, log_p_target(x, y), self.C)[0]))
 
     def take(self, columns: int) -> ChunkResult | None:
         """The complete updates' rows (and held-out rows) and an empty log after them;
@@ -80,15 +91,19 @@ class UpdateLog:
         rows = np.empty((0, columns))
         if n:
             with torch.no_grad():
-                y = torch.cat([t.reshape(-1) for t in self.targets[:n]])
+                y = torch.cat(self.targets[:n])
                 sizes = torch.tensor([t.numel() for t in self.targets[:n]], device=y.device)
                 which = torch.repeat_interleave(torch.arange(n, device=y.device), sizes)
-                raw = class_stats(torch.cat(self.logits[:n]), y, self.C, n, which)
-                extra = torch.stack([torch.stack(self.grad_norms).to(raw),
-                                     torch.stack(self.losses).to(raw)], 1)
+                raw = class_stats(torch.cat(self.predicted[:n]), y, torch.cat(self.log_p[:n]),
+                                  self.C, n, which)
+                norms = self.grad_norms[:n]
+                gn = (torch.stack(norms).to(raw) if all(v is not None for v in norms)
+                      else torch.full((n,), float("nan"), dtype=raw.dtype, device=raw.device))
+                extra = torch.stack([gn, torch.stack(self.losses[:n]).to(raw)], 1)
                 host = torch.cat([raw, extra], 1).cpu().numpy().astype(np.float64)  # the one sync
-            rows = metric_rows(self.step0, host[:, :-1], self.gam[:n], self.amp[:n],
-                               self.per[:n], self.lr[:n], self.C, f=host[:, -1])
+            gam = np.stack([h[0] for h in self.host])
+            amp, per, lr = (np.array([h[i] for h in self.host], dtype=np.float64) for i in (1, 2, 3))
+            rows = metric_rows(self.step0, host[:, :-1], gam, amp, per, lr, self.C, f=host[:, -1])
         result = ChunkResult(rows=rows, eval_rows=eval_rows(self.evals, self.C), kept=n)
         self.reset(self.step0 + n)
         return result
