@@ -75,6 +75,16 @@ def dynamical_mse(outputs: torch.Tensor, targets: torch.Tensor, gamma: torch.Ten
     return (gamma[targets] * (err * err).sum(1)).mean()
 
 
+class _Cursor:
+    """What changes every update, outside nn.Module's attribute machinery."""
+
+    __slots__ = ("row", "log_p")
+
+    def __init__(self) -> None:
+        self.row = 0  # the current update's row of the Γ table
+        self.log_p: torch.Tensor | None = None  # the last forward's log p(y), detached (ce)
+
+
 class DynamicalLoss(nn.Module):
     """``loss_fn(logits, targets)`` → F at the current Γ; ``loss_fn.step()`` after each
     update moves Γ on.
@@ -112,10 +122,9 @@ class DynamicalLoss(nn.Module):
         self.schedule = Schedule.create(kind, amplitude, period, classes, total_steps,
                                         bool(last_period_static))
         self._host = np.empty((0, classes))  # Γ rows of the next updates, from the current one
-        self._row = 0
+        self._at = _Cursor()
         self._table = torch.empty(0)
         self.register_buffer("_gamma", torch.ones(classes), persistent=False)
-        self.last_log_p_target: torch.Tensor | None = None  # of the last forward (ce)
         self._fill()
 
     # -- the schedule --------------------------------------------------------------------
@@ -156,16 +165,17 @@ class DynamicalLoss(nn.Module):
     @property
     def gamma_host(self) -> np.ndarray:
         """Γ of the current update as float64 numpy (read-only; no device sync)."""
-        return self._host[self._row]
+        return self._host[self._at.row]
 
     def step(self) -> None:
         """One update done: the schedule moves on."""
         self.schedule.advance(1)
-        self._row += 1
-        if self._row >= len(self._host):
+        at = self._at
+        at.row += 1
+        if at.row >= len(self._host):
             self._fill()
         else:
-            self._gamma.copy_(self._table[self._row])
+            self._gamma.copy_(self._table[at.row])
 
     def set_amplitude(self, amplitude: float) -> None:
         """From the next forward on (an edit ends the automatic plain-loss tail)."""
@@ -181,13 +191,13 @@ class DynamicalLoss(nn.Module):
         """Γ of the next ``TABLE_ROWS`` updates, on the host and on the device."""
         self._host = self.schedule.table(_table_rows(self.classes))[0]
         self._host.setflags(write=False)
-        self._row = 0
+        self._at.row = 0
         self._fill_device()
 
     def _fill_device(self) -> None:
         """The device copy of the host table, in Γ's dtype; Γ ← the current row."""
         self._table = torch.tensor(self._host, dtype=self._gamma.dtype, device=self._gamma.device)
-        self._gamma.copy_(self._table[self._row])
+        self._gamma.copy_(self._table[self._at.row])
 
     def _apply(self, fn, recurse=True):  # .to(), .cuda(), .double(): the table follows Γ
         out = super()._apply(fn, recurse)
@@ -218,11 +228,16 @@ class DynamicalLoss(nn.Module):
             if lo < 0 or hi >= self.classes:
                 raise ValueError(f"targets in {lo}..{hi}: labels must be 0..{self.classes - 1}")
         if self.loss_kind == "mse":
-            self.last_log_p_target = None
+            self._at.log_p = None
             return dynamical_mse(logits, targets, self._gamma)
         lpy = log_p_target(logits, targets)
-        self.last_log_p_target = lpy.detach()  # a live run's statistics reuse it
+        self._at.log_p = lpy.detach()  # a live run's statistics reuse it
         return weighted_nll(lpy, self._gamma[targets])
+
+    @property
+    def last_log_p_target(self) -> torch.Tensor | None:
+        """Per-sample log p(y) of the last forward (detached; None for mse)."""
+        return self._at.log_p
 
     # -- checkpoints (plain data: torch.load(weights_only=True) reads it) -------------------
     def get_extra_state(self) -> dict[str, Any]:

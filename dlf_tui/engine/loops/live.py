@@ -97,7 +97,7 @@ class Run:
         self.record_grad_norm = grad_norm
         self.steps_done = 0
         self.total = int(steps or loss_fn.schedule.s.total_steps or 0)
-        self.device = "cpu"
+        self.device, self._device = "cpu", torch.device("cpu")
         runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
         self.cfg = self._config(name)
         if resume is None:
@@ -208,8 +208,9 @@ class Run:
         """``loss_fn(logits, targets)``, recorded as this update's F, CE, accuracy and
         per-class accuracy (call it once per update)."""
         out = self.loss_fn(logits, targets)
-        self.log.add_forward(logits, targets, out, getattr(self.loss_fn, "last_log_p_target", None))
-        self.device = str(logits.device)
+        self.log.add_forward(logits, targets, out, self.loss_fn.last_log_p_target)
+        if logits.device != self._device:
+            self._device, self.device = logits.device, str(logits.device)
         return out
 
     def step(self) -> bool:
