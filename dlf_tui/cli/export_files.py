@@ -1,6 +1,7 @@
-"""``dlf-tui export``: a run's per-update CSV or its figure (PNG); a sweep's summary
-CSV (and its members' CSV) or its heatmaps (PNG).  No torch here; matplotlib only
-for a PNG."""
+"""``dlf-tui export``: a run's per-update CSV, its figure (PNG) or its TensorBoard
+event file; a sweep's summary CSV (and its members' CSV), its heatmaps (PNG) or one
+TensorBoard run per member with the HParams table.  No torch here; matplotlib only
+for a PNG, tensorboardX only for --tensorboard."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ from typing import Optional
 
 import typer
 
-from dlf_tui.core.errors import FigureError, RunError
+from dlf_tui.core.errors import ExportError, FigureError, RunError
 from dlf_tui.cli.common import fail, run_or_sweep
 from dlf_tui.store import sweep as sweeps
 
 
-def export(spec: str, csv: Optional[Path], png: Optional[Path], window: Optional[str], rdir: Path) -> None:
+def export(spec: str, csv: Optional[Path], png: Optional[Path], window: Optional[str], rdir: Path,
+           tensorboard: Optional[Path] = None) -> None:
     from dlf_tui.export.csv import write_csv, write_sweep_csv
     from dlf_tui.export.png import parse_window, write_png, write_sweep_png
 
-    if csv is None and png is None:
-        fail("nothing to export: give --csv FILE and/or --png FILE")
+    if csv is None and png is None and tensorboard is None:
+        fail("nothing to export: give --csv FILE, --png FILE and/or --tensorboard DIR")
     target = csv
     try:
         r = run_or_sweep(spec, rdir)
@@ -42,7 +44,25 @@ def export(spec: str, csv: Optional[Path], png: Optional[Path], window: Optional
             else:
                 panels = write_png(r, png, win)
                 typer.echo(f"wrote {panels} panels to {png}")
-    except (RunError, FigureError) as err:
+        if tensorboard is not None:
+            target = tensorboard
+            _tensorboard(r, tensorboard)
+    except (RunError, FigureError, ExportError) as err:
         fail(str(err))
     except OSError as err:
         fail(f"cannot write {err.filename or target}: {err.strerror}")
+
+
+def _tensorboard(r, out: Path) -> None:
+    from dlf_tui.export.tensorboard import write_sweep_tensorboard, write_tensorboard
+
+    if isinstance(r, sweeps.Sweep):
+        w = write_sweep_tensorboard(r, out)
+        scalars = sum(m.scalars for m in w.members)
+        pending = f"; {len(w.skipped)} without metrics yet" if w.skipped else ""
+        typer.echo(f"wrote {len(w.members)} members ({scalars:,} scalars) and the HParams table "
+                   f"to {w.path}{pending}  (tensorboard --logdir {out})")
+    else:
+        w = write_tensorboard(r, out)
+        typer.echo(f"wrote {w.scalars:,} scalars ({w.updates:,} updates) and {w.texts} event "
+                   f"text{'s' * (w.texts != 1)} to {w.path}  (tensorboard --logdir {out})")

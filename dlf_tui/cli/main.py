@@ -150,10 +150,15 @@ def export(
     png: Optional[Path] = typer.Option(None, "--png", help="Run: the paper's Fig. 4 panels. Sweep: heatmaps "
                                        "of the mean final accuracy per cell."),
     window: Optional[str] = typer.Option(None, "--window", help="A run's PNG only: updates FIRST:LAST (the inset)."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", help="Run: DIR/<run id>/, every series "
+                                               "as scalars, events as text. Sweep: DIR/<sweep id>/<member>/ "
+                                               "each, and the HParams table (needs dlf-tui[tensorboard])."),
     runs_dir: Optional[Path] = RunsDir,
 ) -> None:
-    """Export a run's per-update metrics (CSV) or its figure (PNG); or a sweep's summary (CSV) or heatmap (PNG)."""
-    export_files.export(run, csv, png, window, _runs_dir(option(ctx, "runs_dir", runs_dir)))
+    """Export a run's per-update metrics (CSV), its figure (PNG) or TensorBoard events; or a sweep's summary
+    (CSV), heatmap (PNG) or TensorBoard runs with HParams."""
+    export_files.export(run, csv, png, window, _runs_dir(option(ctx, "runs_dir", runs_dir)),
+                        tensorboard=tensorboard)
 
 
 @app.command()

@@ -40,6 +40,10 @@ class FigureError(RuntimeError):
     """A PNG export that cannot be made (no matplotlib, a bad window …)."""
 
 
+class ExportError(RuntimeError):
+    """An export that cannot be made (a missing optional package …)."""
+
+
 def printable(text: str) -> str:
     """``text`` with newlines and other non-printable characters escaped, so an
     error about user input always stays one line."""
