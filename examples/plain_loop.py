@@ -34,14 +34,14 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_fn.step()  # one update done: the schedule moves on
-        if step % 500 == 0:
+        if step % 500 == 0:  # F with this update's Γ, A; CE and accuracy after it
             with torch.no_grad():
                 full = model(X)
                 ce = nn.functional.cross_entropy(full, Y).item()
                 acc = (full.argmax(1) == Y).float().mean().item()
             print(f"update {step}: F {loss.item():.4f}  CE {ce:.4f}  accuracy {acc:.3f}  "
-                  f"Γ {[round(g, 3) for g in loss_fn.gamma.tolist()]}  A {loss_fn.amplitude:g}")
+                  f"Γ {[round(g, 3) for g in loss_fn.gamma_host.tolist()]}  A {loss_fn.amplitude:g}")
+        loss_fn.step()  # one update done: the schedule moves on
     with torch.no_grad():
         acc = (model(X).argmax(1) == Y).float().mean().item()
     print(f"final accuracy {acc:.3f}")
