@@ -1,9 +1,9 @@
 """What a live run records of each update of the user's loop, until a flush.
 
-Per update it keeps device tensors it does not wait for — the predicted classes,
-the targets, the samples' log p(y) (the loss's own, when it computed them), the
-loss the loop trained on, optionally the gradient norm — and the Γ, A, T and lr
-in force.  ``take()`` turns them into metric rows in a few batched ops and one
+Per update it keeps references to device tensors it does not wait for — the
+outputs, the targets, the samples' log p(y) (the loss's own, when it computed
+them), the loss the loop trained on, optionally the gradient norm — and the Γ, A,
+T and lr in force.  ``take()`` turns them into metric rows in a few batched ops and one
 host transfer.
 """
 
@@ -42,7 +42,7 @@ class UpdateLog:
 
     def reset(self, first_step: int) -> None:
         self.step0 = first_step  # the update before the first one held
-        self.predicted: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []  # the logits, detached
         self.targets: list[torch.Tensor] = []
         self.log_p: list[torch.Tensor] = []
         self.losses: list[torch.Tensor] = []
@@ -58,12 +58,10 @@ class UpdateLog:
     def add_forward(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor,
                     log_p: torch.Tensor | None = None) -> None:
         """An update's forward: its outputs, targets, the loss it trained on, and the
-        samples' log p(y) if the loss computed them."""
-        x = as_float(logits.detach())
-        y = targets.detach().reshape(-1)
-        self.predicted.append(x.argmax(1))
-        self.targets.append(y)
-        self.log_p.append(log_p_target(x, y.long()) if log_p is None else log_p.to(x.dtype))
+        samples' log p(y) if the loss computed them (references only: no work here)."""
+        self.outputs.append(logits.detach())  # its argmax is taken at the flush, for all at once
+        self.targets.append(targets.detach())
+        self.log_p.append(log_p)
         self.losses.append(loss.detach())
 
     def end_update(self, gamma: np.ndarray, amplitude: float, period: int, lr: float,
@@ -91,11 +89,14 @@ class UpdateLog:
         rows = np.empty((0, columns))
         if n:
             with torch.no_grad():
-                y = torch.cat(self.targets[:n])
+                y = torch.cat([t.reshape(-1) for t in self.targets[:n]]).long()
                 sizes = torch.tensor([t.numel() for t in self.targets[:n]], device=y.device)
                 which = torch.repeat_interleave(torch.arange(n, device=y.device), sizes)
-                raw = class_stats(torch.cat(self.predicted[:n]), y, torch.cat(self.log_p[:n]),
-                                  self.C, n, which)
+                x = as_float(torch.cat(self.outputs[:n]))
+                known = self.log_p[:n]
+                lp = (torch.cat(known).to(x.dtype) if all(v is not None for v in known)
+                      else log_p_target(x, y))
+                raw = class_stats(x.argmax(1), y, lp, self.C, n, which)
                 norms = self.grad_norms[:n]
                 gn = (torch.stack(norms).to(raw) if all(v is not None for v in norms)
                       else torch.full((n,), float("nan"), dtype=raw.dtype, device=raw.device))
