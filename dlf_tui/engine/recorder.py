@@ -166,6 +166,15 @@ class Recorder:
             srv.broadcast(protocol.State(state=self.state, step=int(result.rows[-1, 0]),
                                          total=st.get("total", 0), rate=st.get("rate", 0.0)))
 
+    def hello(self, config: dict, params: dict) -> protocol.Hello:
+        """What a client gets first: the run, its state and parameters, and where the
+        three series end (its history on disk ends there; chunks follow)."""
+        return protocol.Hello(
+            run_id=self.dir.name, config=config, state=self.state, params=params,
+            metrics_columns=self.metrics.columns, eval_columns=self.evals.columns,
+            metrics_rows=self.metrics.rows, eval_rows=self.evals.rows,
+            diag_columns=self.diags.columns, diag_rows=self.diags.rows)
+
     def rows(self) -> dict[str, int]:
         return {series.METRICS: self.metrics.rows, series.EVAL: self.evals.rows,
                 series.DIAG: self.diags.rows}

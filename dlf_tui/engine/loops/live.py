@@ -189,12 +189,7 @@ class Run:
                 "device": self.device}
 
     def _hello(self) -> protocol.Hello:
-        rec = self.recorder
-        return protocol.Hello(
-            run_id=self.dir.name, config=cfgmod.to_dict(self.cfg), state=rec.state,
-            params=self.params(), metrics_columns=rec.metrics.columns,
-            eval_columns=rec.evals.columns, metrics_rows=rec.metrics.rows,
-            eval_rows=rec.evals.rows, diag_columns=rec.diags.columns, diag_rows=rec.diags.rows)
+        return self.recorder.hello(cfgmod.to_dict(self.cfg), self.params())
 
     # -- the user's loop --------------------------------------------------------------------
     def __enter__(self) -> "Run":

@@ -75,12 +75,7 @@ class SingleRun:
         return {**self.trainer.params(), **self.monitor.options()}
 
     def hello(self) -> protocol.Hello:
-        rec = self.recorder
-        return protocol.Hello(
-            run_id=self.dir.name, config=cfgmod.to_dict(self.cfg), state=rec.state,
-            params=self.params(), metrics_columns=rec.metrics.columns,
-            eval_columns=rec.evals.columns, metrics_rows=rec.metrics.rows,
-            eval_rows=rec.evals.rows, diag_columns=rec.diags.columns, diag_rows=rec.diags.rows)
+        return self.recorder.hello(cfgmod.to_dict(self.cfg), self.params())
 
     # -- what the Control asks -------------------------------------------------------------------
     def edit(self, name: str, value: Any) -> None:
