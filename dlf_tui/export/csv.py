@@ -31,7 +31,21 @@ def csv_columns(metric_cols: list[str], eval_cols: list[str]) -> tuple[list[str]
 def _fmt(v: float, integer: bool) -> str:
     if math.isnan(v):
         return ""
-    return str(int(v)) if integer else repr(float(v))
+    return str(int(v)) if integer and math.isfinite(v) else repr(float(v))
+
+
+def _step(run: runs.Run, name: str, k: int, v: float) -> int:
+    """Row ``k``'s update number, which must be a whole finite number."""
+    if not math.isfinite(v) or v != int(v):
+        raise RunError(f"{run.id}: {name}.bin row {k + 1}: update number {v!r} is not a whole number")
+    return int(v)
+
+
+def _indices(run: runs.Run, name: str, cols: list[str], wanted: list[str]) -> list[int]:
+    missing = [c for c in wanted if c not in cols]
+    if missing:
+        raise RunError(f"{run.id}: {name}.json lacks the column(s) {', '.join(missing[:5])}")
+    return [cols.index(c) for c in wanted]
 
 
 DIAG_CSV = (series.HESSIAN_LAMBDA_MAX, series.NTK_LAMBDA_MAX)
@@ -42,8 +56,9 @@ def _sparse(run: runs.Run, name: str, wanted: list[str]) -> dict[int, list[str]]
     cols = run.columns(name)
     if not wanted or not run.rows(name):
         return {}
-    idx = [cols.index(c) for c in wanted]
-    return {int(row[0]): [_fmt(float(row[i]), False) for i in idx] for row in run.read(name)}
+    idx = _indices(run, name, cols, wanted)
+    return {_step(run, name, k, float(row[0])): [_fmt(float(row[i]), False) for i in idx]
+            for k, row in enumerate(run.read(name))}
 
 
 def write_csv(run: runs.Run, path: Path) -> int:
@@ -55,15 +70,15 @@ def write_csv(run: runs.Run, path: Path) -> int:
     head, vals, rest = csv_columns(mcols, ecols)
     dcols = [c for c in DIAG_CSV if c in run.columns(series.DIAG)]
     m = run.read(series.METRICS)
-    hidx = [mcols.index(c) for c in head]
-    ridx = [mcols.index(c) for c in rest]
+    hidx = _indices(run, series.METRICS, mcols, head)
+    ridx = _indices(run, series.METRICS, mcols, rest)
     ints = [c in (series.STEP, series.PERIOD) for c in head]
     ev, dg = _sparse(run, series.EVAL, vals), _sparse(run, series.DIAG, dcols)
     vblank, dblank = [""] * len(vals), [""] * len(dcols)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
+    steps = [_step(run, series.METRICS, k, v) for k, v in enumerate(m[:, 0].tolist())]
+    with open(path, "w", encoding="utf-8", newline="") as fh:  # nothing is written before this
         fh.write(",".join(head + vals + dcols + rest) + "\n")
-        for row in m:
-            step = int(row[0])
+        for step, row in zip(steps, m):
             cells = [_fmt(float(row[i]), isint) for i, isint in zip(hidx, ints)]
             cells += ev.get(step, vblank) + dg.get(step, dblank)
             cells += [_fmt(float(row[i]), False) for i in ridx]

@@ -19,6 +19,7 @@ record (a write cut by ``kill -9``), so every flushed row stays readable.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dlf_tui.core import config, series, states
-from dlf_tui.core.errors import RunError
+from dlf_tui.core.errors import RunError, first_line, printable
 
 CONFIG = "config.toml"
 STATE = "state.json"
@@ -38,6 +39,18 @@ RENDEZVOUS = "rendezvous.store"  # where the N processes meet (a torch FileStore
 CHECKPOINTS = "checkpoints"
 OWN_LOOP = "external"  # data.name of a run that records a user's own loop (dlf_tui.live)
 UNKNOWN = "unknown"  # the state of a directory whose state.json says nothing
+
+# What a reader accepts of a run directory written by someone else (a good file is
+# far smaller): beyond these, a file is refused in one line rather than loaded whole.
+MAX_SMALL_FILE = 1 << 20  # state.json, <series>.json
+MAX_CONFIG = 4 << 20  # config.toml
+MAX_COLUMNS = 4096  # columns of one series
+MAX_EVENT_LINE = 1 << 20  # a longer events.jsonl line is skipped
+# state.json's fields and the types a reader relies on
+STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "state": (str,), "reason": (str,), "pid": (int,), "pid_start": (int,), "step": (int,),
+    "total": (int,), "started": (int, float), "ended": (int, float), "rate": (int, float),
+}
 
 
 def default_runs_dir() -> Path:
@@ -76,6 +89,37 @@ def new_run_dir(runs_dir: Path, preset: str) -> Path:
         os.chmod(path, 0o700)
         return path
     raise RunError(f"too many runs named {stamp}-{safe} in {runs_dir}")  # pragma: no cover
+
+
+def reason(err: BaseException) -> str:
+    """A parse error as a short printable phrase (one line)."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return printable(first_line(err) or type(err).__name__)[:120]
+
+
+def read_text(path: Path, limit: int) -> str:
+    """``path``'s text, read no further than ``limit`` bytes; RunError (one line) when
+    larger or not UTF-8; OSError (FileNotFoundError …) as it is."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise RunError(f"{path}: unreadable {path.name}: larger than {limit:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RunError(f"{path}: unreadable {path.name}: {reason(err)}") from None
+
+
+def read_json(path: Path, limit: int = MAX_SMALL_FILE) -> Any:
+    """The JSON document in ``path`` (RunError in one line when it is not)."""
+    text = read_text(path, limit)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise RunError(f"{path}: unreadable {path.name}: {reason(err)}") from None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -149,38 +193,70 @@ class Run:
         import tomllib
 
         try:
-            return tomllib.loads(self.file(CONFIG).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise RunError(f"{self.path}: unreadable config.toml: {err}") from None
+            return tomllib.loads(read_text(self.file(CONFIG), MAX_CONFIG))
+        except OSError as err:
+            raise RunError(f"{self.path}: unreadable config.toml: "
+                           f"{printable(err.strerror or type(err).__name__)}") from None
+        except (ValueError, RecursionError) as err:  # TOMLDecodeError, huge ints, deep nesting
+            if isinstance(err, RunError):
+                raise
+            raise RunError(f"{self.path}: unreadable config.toml: {reason(err)}") from None
 
     def config(self) -> config.Config:
-        return config.load(self.file(CONFIG))
+        path = self.file(CONFIG)
+        try:
+            text = read_text(path, MAX_CONFIG)
+        except FileNotFoundError:
+            raise config.ConfigError(f"{path}: no such file") from None
+        except OSError as err:
+            raise config.ConfigError(f"{path}: cannot read: "
+                                     f"{printable(err.strerror or type(err).__name__)}") from None
+        except RunError as err:
+            raise config.ConfigError(str(err)) from None
+        return config.loads(text, str(path))
 
     def own_loop_reason(self) -> str:
         """Why the engine cannot continue this run ('' when it can): it records a
         user's own training loop (``dlf_tui.live``), whose data and model live there."""
         try:
-            name = self.config_doc().get("data", {}).get("name")
+            data = self.config_doc().get("data")
         except RunError:
             return ""
+        name = data.get("name") if isinstance(data, dict) else None
         if name != OWN_LOOP:
             return ""
         return (f"{self.id} records your own training loop (dlf_tui.live): continue it from "
                 "your script with Run(..., resume='latest')")
 
-    def raw_state(self) -> dict[str, Any]:
+    def _read_state(self) -> tuple[dict[str, Any], str]:
+        """(state.json, '') or ({}, why not): a file that is missing, not JSON, not
+        an object, or whose known fields have the wrong types reads as nothing."""
         try:
-            return json.loads(self.file(STATE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+            doc = read_json(self.file(STATE))
+        except FileNotFoundError:
+            return {}, "no state.json (the engine never started)"
+        except (OSError, RunError):
+            return {}, "unreadable state.json"
+        if not isinstance(doc, dict):
+            return {}, "unreadable state.json (not an object)"
+        for key, types in STATE_TYPES.items():
+            v = doc.get(key)
+            if v is not None and (not isinstance(v, types) or isinstance(v, bool)):
+                return {}, f"unreadable state.json ({key} is not {types[0].__name__})"
+        if not isinstance(doc.get("state"), str):
+            return {}, "unreadable state.json (no state)"
+        return doc, ""
+
+    def raw_state(self) -> dict[str, Any]:
+        return self._read_state()[0]
 
     def state(self) -> dict[str, Any]:
         """``state.json`` with ``state`` corrected to ``crashed`` when the engine
         that claimed to be live is gone."""
-        st = self.raw_state()
+        st, why = self._read_state()
         if not st:
             st = {"state": states.CRASHED if self.file(CONFIG).exists() else UNKNOWN}
-            st["reason"] = "no state.json (the engine never started)"
+            st["reason"] = why
         if st.get("state") in states.LIVE and not engine_alive(st.get("pid"), st.get("pid_start")):
             st = dict(st, state=states.CRASHED, reason=st.get("reason") or "engine process is gone")
         return st
@@ -192,10 +268,20 @@ class Run:
     def columns(self, name: str = series.METRICS) -> list[str]:
         cols = self._columns.get(name)
         if cols is None:
+            path = self.file(f"{name}.json")
             try:
-                cols = list(json.loads(self.file(f"{name}.json").read_text())["columns"])
-            except (OSError, ValueError, KeyError):
+                doc = read_json(path)
+            except OSError:
                 return []  # not written yet: ask again next time
+            cols = doc.get("columns") if isinstance(doc, dict) else None
+            if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+                raise RunError(f"{path}: unreadable {path.name}: no list of column names")
+            if len(cols) > MAX_COLUMNS:
+                raise RunError(f"{path}: unreadable {path.name}: {len(cols):,} columns "
+                               f"(at most {MAX_COLUMNS})")
+            if cols and (cols[0] != series.STEP or len(set(cols)) != len(cols)):
+                raise RunError(f"{path}: unreadable {path.name}: columns must start with "
+                               f"{series.STEP!r} and be distinct")
             self._columns[name] = cols
         return list(cols)
 
@@ -230,33 +316,54 @@ class Run:
         return dict(zip(self.columns(name), (float(v) for v in row)))
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
+        """Every event that parses; a torn, undecodable or hostile line is skipped, and
+        a line longer than ``MAX_EVENT_LINE`` is skipped unread (one ``note`` says so)."""
+        out: list[dict[str, Any]] = []
+        skipped = 0
         try:
-            with open(self.file(EVENTS), encoding="utf-8") as fh:
-                for line in fh:
+            with open(self.file(EVENTS), "rb") as fh:
+                while True:
+                    line = fh.readline(MAX_EVENT_LINE + 1)
+                    if not line:
+                        break
+                    if len(line) > MAX_EVENT_LINE and not line.endswith(b"\n"):
+                        skipped += 1
+                        while line and not line.endswith(b"\n"):  # the rest of it, in bounded reads
+                            line = fh.readline(MAX_EVENT_LINE + 1)
+                        continue
                     try:
-                        ev = json.loads(line)
-                    except ValueError:
-                        continue  # a torn last line after a crash
+                        ev = json.loads(line.decode("utf-8"))
+                    except (ValueError, RecursionError):
+                        continue  # a torn last line after a crash, or not an event
                     if isinstance(ev, dict):
                         out.append(ev)
         except OSError:
             pass
+        if skipped:
+            out.append({"kind": "note", "step": 0, "message": f"{EVENTS}: skipped {skipped} "
+                        f"line{'s' * (skipped != 1)} longer than {MAX_EVENT_LINE:,} bytes"})
         return out
 
     def summary(self) -> dict[str, Any]:
         st = self.state()
-        last = self.last_row()
+        try:
+            last = self.last_row()
+        except RunError:
+            last = {}
         try:
             doc = self.config_doc()
         except RunError:
             doc = {}
-        total = st.get("total") or doc.get("run", {}).get("steps", 0)
+        run_doc = doc.get("run")
+        steps = run_doc.get("steps") if isinstance(run_doc, dict) else None
+        total = st.get("total") or (steps if isinstance(steps, int) else 0)
+        step = last.get(series.STEP, 0)
+        preset = doc.get("name", "?")
         return {
             "id": self.id,
-            "preset": doc.get("name", "?"),
+            "preset": printable(preset)[:40] if isinstance(preset, str) else "?",
             "state": st.get("state", UNKNOWN),
-            "step": int(last.get(series.STEP, 0)),
+            "step": int(step) if math.isfinite(step) else 0,
             "total": int(total or 0),
             "accuracy": last.get(series.ACCURACY),
             "reason": st.get("reason", ""),
@@ -279,8 +386,8 @@ def engine_alive(pid: Any, start: Any = None) -> bool:
     """True if ``pid`` is the live process that writes the run: the one that
     started at ``start`` (``state.json``'s ``pid_start``; a user's own training
     loop records it), or else a dlf-tui engine process by its command line."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 1 << 31:
+        return False  # not a pid (a hostile state.json: os.kill would overflow)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -28,7 +28,7 @@ from typing import Any
 
 from dlf_tui.core import config, series, states
 from dlf_tui.core.config import Axis, parse_axis
-from dlf_tui.core.errors import ConfigError, RunError
+from dlf_tui.core.errors import ConfigError, RunError, printable
 from dlf_tui.store import run as runs
 
 SWEEP = "sweep.json"
@@ -135,12 +135,46 @@ class Member:
             return self.steps
         try:
             return int(self.run.config_doc().get("run", {}).get("steps", 0))
-        except (RunError, TypeError, ValueError):
+        except (RunError, TypeError, ValueError, AttributeError, OverflowError):
             return 0
 
 
+MAX_SWEEP_FILE = 64 << 20  # sweep.json (4096 members with their cells: far less)
+
+
 def _freeze(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
+    """An axis value of sweep.json as the hashable value a cell holds."""
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if v is None or isinstance(v, (str, int, float)):
+        return v
+    raise TypeError("an axis value is not a number, string or list")
+
+
+def _member_id(v: Any) -> str:
+    """A member's directory name: one plain path component, nothing that leaves the sweep."""
+    if not isinstance(v, str) or not v or v in (".", "..") or "/" in v or "\\" in v \
+            or "\0" in v or len(v) > 255:
+        raise ValueError("a member id is not a directory name")
+    return v
+
+
+def _int(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError("not an integer")
+    return v
+
+
+def _key(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("an axis key is not a string")
+    return v
+
+
+def _values(v: Any) -> tuple:
+    if not isinstance(v, list):
+        raise TypeError("axis values / a cell are not a list")
+    return tuple(_freeze(x) for x in v)
 
 
 @dataclass
@@ -150,18 +184,34 @@ class Sweep:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         try:
-            doc = json.loads((self.path / SWEEP).read_text(encoding="utf-8"))
+            doc = runs.read_json(self.path / SWEEP, MAX_SWEEP_FILE)
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
             self.doc = doc
-            self.axes = tuple(Axis(a["key"], tuple(_freeze(v) for v in a["values"]))
-                              for a in doc["axes"])
-            self.seeds = tuple(int(s) for s in doc["seeds"])
+            if not isinstance(doc["axes"], list) or not isinstance(doc["members"], list) \
+                    or not isinstance(doc["seeds"], list):
+                raise TypeError("axes, members and seeds must be lists")
+            if len(doc["members"]) > MAX_MEMBERS:
+                raise ValueError(f"more than {MAX_MEMBERS} members")
+            self.axes = tuple(Axis(_key(a["key"]), _values(a["values"])) for a in doc["axes"])
+            self.seeds = tuple(_int(s) for s in doc["seeds"])
+            if isinstance(doc["threshold"], bool):
+                raise TypeError("threshold is not a number")
             self.threshold = float(doc["threshold"])
-            self.members = tuple(Member(m["id"], tuple(_freeze(v) for v in m["cell"]),
-                                        int(m["seed"]), runs.Run(self.path / m["id"]),
-                                        int(m["steps"]) if "steps" in m else None)
-                                 for m in doc["members"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise RunError(f"{self.path}: not a readable sweep ({type(err).__name__})") from None
+            if not math.isfinite(self.threshold):
+                raise ValueError("threshold is not finite")
+            members = []
+            for m in doc["members"]:
+                steps = m.get("steps")
+                members.append(Member(_member_id(m["id"]), _values(m["cell"]), _int(m["seed"]),
+                                      runs.Run(self.path / m["id"]),
+                                      None if steps is None else _int(steps)))
+            self.members = tuple(members)
+        except RunError as err:
+            raise RunError(f"{self.path}: not a readable sweep ({printable(str(err))[-160:]})") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+            why = runs.reason(err) if not isinstance(err, KeyError) else f"no {printable(repr(err.args[0]))[:40]}"
+            raise RunError(f"{self.path}: not a readable sweep ({type(err).__name__}: {why})") from None
 
     @property
     def id(self) -> str:

@@ -25,6 +25,18 @@ if TYPE_CHECKING:
     from dlf_tui.ui.session.base import Post, RunSession
 
 READ_BLOCK = 1 << 15  # rows per disk read while catching up
+def _count(v: Any, default: int = 0) -> int:
+    """A step/period/total read from a file someone else wrote: a finite number, else ``default``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), -float("inf")):
+        return default
+    return int(v)
+
+
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    sec = doc.get(name)
+    return sec if isinstance(sec, dict) else {}
+
+
 EVENT_LEVELS = {"error": "error", "crashed": "error", "refused": "warning", "warning": "warning"}
 
 
@@ -71,7 +83,7 @@ class DiskSource:
         evs = self.s.run.events()
         new, self._events_read = evs[self._events_read:], len(evs)
         for ev in new:
-            step = int(ev.get("step", 0) or 0)
+            step = _count(ev.get("step"))
             kind = str(ev.get("kind", "?"))
             message = str(ev.get("message", ""))
             self._disk_events.add((step, message))
@@ -97,9 +109,9 @@ class DiskSource:
         except runs.RunError:
             s.config = {}
         st = self._state(why)
-        s.device = str(st.get("device", s.config.get("run", {}).get("device", "")))
+        s.device = str(st.get("device", _section(s.config, "run").get("device", "")))
         s.history.setup(*(self._columns(name) for name in S.SERIES))
-        period = int(s.config.get("schedule", {}).get("period", 1) or 1)
+        period = max(1, _count(_section(s.config, "schedule").get("period"), 1))
         s.timeline = Timeline.start(period, s.classes)
 
     def open(self, post: "Post", why: str = "", ended: bool = True) -> None:
@@ -159,14 +171,17 @@ class DiskSource:
             st = {"state": "pending", "reason": "not started by the sweep engine yet"}
         s.state = str(st.get("state", "unknown"))
         s.reason = str(st.get("reason", "")) or why
-        s.total = int(st.get("total") or s.config.get("run", {}).get("steps", 0) or 0)
+        s.total = _count(st.get("total")) or _count(_section(s.config, "run").get("steps"))
         rate = st.get("rate") if s.state == RUNNING else 0.0
         s.rate = float(rate) if isinstance(rate, (int, float)) else 0.0
-        s.step = max(s.history.last_step(), int(st.get("step", 0) or 0))
+        s.step = max(s.history.last_step(), _count(st.get("step")))
         return st
 
     def _columns(self, series: str) -> list[str]:
-        cols = self.s.run.columns(series)
+        try:
+            cols = self.s.run.columns(series)
+        except runs.RunError:  # an unreadable <series>.json: that series reads as empty
+            return []
         if self.s.keep is None:
             return cols
         want = self.s.keep.get(series, ())
@@ -178,7 +193,7 @@ class DiskSource:
     def _params(self) -> None:
         s = self.s
         last = s.history.last()
-        sched, optim = s.config.get("schedule", {}), s.config.get("optim", {})
+        sched, optim = _section(s.config, "schedule"), _section(s.config, "optim")
         s.params = {"amplitude": sched.get("amplitude"), "period": sched.get("period"),
                     "lr": optim.get("lr"), "kind": sched.get("kind", "")}
         for m in s.timeline.markers:  # the last value set for each parameter
