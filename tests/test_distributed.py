@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from dlf_tui.store import launch
 from dlf_tui.store import run as runs
+from dlf_tui.store import liveness
 from dlf_tui.cli.main import app
 
 from .conftest import tiny_config
@@ -95,7 +96,7 @@ def assert_ranks_agree(run: runs.Run) -> dict:
 def gone(pid: int, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not runs.engine_alive(pid):
+        if not liveness.engine_alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -145,7 +146,7 @@ def test_two_ranks_compute_what_one_process_computes(tmp_path, spawn):
             assert "fused step not used: 2 ranks" in two.file(runs.LOG).read_text()
         r0 = assert_ranks_agree(two)
         assert r0["step"] == 200 and r0["gamma_from"] == 1
-        assert not any(runs.engine_alive(pid) for pid in st["ranks"])
+        assert not any(liveness.engine_alive(pid) for pid in st["ranks"])
 
 
 def test_live_edits_reach_every_rank_at_the_same_update(tmp_path, spawn):
@@ -258,4 +259,4 @@ def test_bad_nproc_is_one_line(tmp_path):
     [run] = runs.list_runs(rdir)
     st = run.state()
     assert st["state"] == "crashed" and run.rows() == 0
-    assert not runs.engine_alive(st["pid"])
+    assert not liveness.engine_alive(st["pid"])

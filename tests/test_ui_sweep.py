@@ -125,7 +125,7 @@ def expected(sw: sweeps.Sweep, cell: tuple, metric: str = "train") -> tuple[floa
 
 @pytest.fixture
 def stand_in_engine():
-    """A process whose command line names dlf_tui.engine (runs.engine_alive: live)."""
+    """A process whose command line names dlf_tui.engine (liveness.engine_alive: live)."""
     procs = []
 
     def start() -> subprocess.Popen:

@@ -29,12 +29,13 @@ from dlf_tui.core.errors import printable
 from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.store import sweep as sweeps
+from dlf_tui.store import liveness
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
     """Wait until engine process ``pid`` has exited; False on timeout."""
     deadline = time.monotonic() + timeout
-    while runs.engine_alive(pid):
+    while liveness.engine_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

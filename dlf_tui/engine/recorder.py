@@ -28,6 +28,7 @@ import torch
 from dlf_tui.core import series, states
 from dlf_tui.core.errors import SetupError
 from dlf_tui.store import run as runs
+from dlf_tui.store import liveness
 from dlf_tui.wire import protocol
 from dlf_tui.wire.server import NullServer
 
@@ -108,7 +109,7 @@ class Recorder:
         self.config_toml = config_toml
         self.state = states.STARTING
         self.started = time.time()
-        self.pid_start = runs.process_start(os.getpid())
+        self.pid_start = liveness.process_start(os.getpid())
         self.metrics = runs.SeriesWriter(self.dir, series.METRICS, series.metric_columns(classes))
         self.evals = runs.SeriesWriter(self.dir, series.EVAL, series.eval_columns(classes))
         self.diags = runs.SeriesWriter(self.dir, series.DIAG, series.diag_columns(diag_k))

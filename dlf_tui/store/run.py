@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from dlf_tui.core import config, series, states
-from dlf_tui.core.errors import RunError, first_line, printable
+from dlf_tui.core.errors import RunError, printable
+from dlf_tui.store import files, liveness
 
 CONFIG = "config.toml"
 STATE = "state.json"
@@ -40,12 +41,6 @@ CHECKPOINTS = "checkpoints"
 OWN_LOOP = "external"  # data.name of a run that records a user's own loop (dlf_tui.live)
 UNKNOWN = "unknown"  # the state of a directory whose state.json says nothing
 
-# What a reader accepts of a run directory written by someone else (a good file is
-# far smaller): beyond these, a file is refused in one line rather than loaded whole.
-MAX_SMALL_FILE = 1 << 20  # state.json, <series>.json
-MAX_CONFIG = 4 << 20  # config.toml
-MAX_COLUMNS = 4096  # columns of one series
-MAX_EVENT_LINE = 1 << 20  # a longer events.jsonl line is skipped
 # state.json's fields and the types a reader relies on
 STATE_TYPES: dict[str, tuple[type, ...]] = {
     "state": (str,), "reason": (str,), "pid": (int,), "pid_start": (int,), "step": (int,),
@@ -89,37 +84,6 @@ def new_run_dir(runs_dir: Path, preset: str) -> Path:
         os.chmod(path, 0o700)
         return path
     raise RunError(f"too many runs named {stamp}-{safe} in {runs_dir}")  # pragma: no cover
-
-
-def reason(err: BaseException) -> str:
-    """A parse error as a short printable phrase (one line)."""
-    if isinstance(err, RecursionError):
-        return "nested too deeply"
-    if isinstance(err, UnicodeDecodeError):
-        return "not UTF-8 text"
-    return printable(first_line(err) or type(err).__name__)[:120]
-
-
-def read_text(path: Path, limit: int) -> str:
-    """``path``'s text, read no further than ``limit`` bytes; RunError (one line) when
-    larger or not UTF-8; OSError (FileNotFoundError …) as it is."""
-    with open(path, "rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise RunError(f"{path}: unreadable {path.name}: larger than {limit:,} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise RunError(f"{path}: unreadable {path.name}: {reason(err)}") from None
-
-
-def read_json(path: Path, limit: int = MAX_SMALL_FILE) -> Any:
-    """The JSON document in ``path`` (RunError in one line when it is not)."""
-    text = read_text(path, limit)
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as err:
-        raise RunError(f"{path}: unreadable {path.name}: {reason(err)}") from None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -193,19 +157,19 @@ class Run:
         import tomllib
 
         try:
-            return tomllib.loads(read_text(self.file(CONFIG), MAX_CONFIG))
+            return tomllib.loads(files.read_text(self.file(CONFIG), files.MAX_CONFIG))
         except OSError as err:
             raise RunError(f"{self.path}: unreadable config.toml: "
                            f"{printable(err.strerror or type(err).__name__)}") from None
         except (ValueError, RecursionError) as err:  # TOMLDecodeError, huge ints, deep nesting
             if isinstance(err, RunError):
                 raise
-            raise RunError(f"{self.path}: unreadable config.toml: {reason(err)}") from None
+            raise RunError(f"{self.path}: unreadable config.toml: {files.reason(err)}") from None
 
     def config(self) -> config.Config:
         path = self.file(CONFIG)
         try:
-            text = read_text(path, MAX_CONFIG)
+            text = files.read_text(path, files.MAX_CONFIG)
         except FileNotFoundError:
             raise config.ConfigError(f"{path}: no such file") from None
         except OSError as err:
@@ -232,7 +196,7 @@ class Run:
         """(state.json, '') or ({}, why not): a file that is missing, not JSON, not
         an object, or whose known fields have the wrong types reads as nothing."""
         try:
-            doc = read_json(self.file(STATE))
+            doc = files.read_json(self.file(STATE))
         except FileNotFoundError:
             return {}, "no state.json (the engine never started)"
         except (OSError, RunError):
@@ -257,7 +221,7 @@ class Run:
         if not st:
             st = {"state": states.CRASHED if self.file(CONFIG).exists() else UNKNOWN}
             st["reason"] = why
-        if st.get("state") in states.LIVE and not engine_alive(st.get("pid"), st.get("pid_start")):
+        if st.get("state") in states.LIVE and not liveness.engine_alive(st.get("pid"), st.get("pid_start")):
             st = dict(st, state=states.CRASHED, reason=st.get("reason") or "engine process is gone")
         return st
 
@@ -270,15 +234,15 @@ class Run:
         if cols is None:
             path = self.file(f"{name}.json")
             try:
-                doc = read_json(path)
+                doc = files.read_json(path)
             except OSError:
                 return []  # not written yet: ask again next time
             cols = doc.get("columns") if isinstance(doc, dict) else None
             if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
                 raise RunError(f"{path}: unreadable {path.name}: no list of column names")
-            if len(cols) > MAX_COLUMNS:
+            if len(cols) > files.MAX_COLUMNS:
                 raise RunError(f"{path}: unreadable {path.name}: {len(cols):,} columns "
-                               f"(at most {MAX_COLUMNS})")
+                               f"(at most {files.MAX_COLUMNS})")
             if cols and (cols[0] != series.STEP or len(set(cols)) != len(cols)):
                 raise RunError(f"{path}: unreadable {path.name}: columns must start with "
                                f"{series.STEP!r} and be distinct")
@@ -317,19 +281,19 @@ class Run:
 
     def events(self) -> list[dict[str, Any]]:
         """Every event that parses; a torn, undecodable or hostile line is skipped, and
-        a line longer than ``MAX_EVENT_LINE`` is skipped unread (one ``note`` says so)."""
+        a line longer than ``files.MAX_EVENT_LINE`` is skipped unread (one ``note`` says so)."""
         out: list[dict[str, Any]] = []
         skipped = 0
         try:
             with open(self.file(EVENTS), "rb") as fh:
                 while True:
-                    line = fh.readline(MAX_EVENT_LINE + 1)
+                    line = fh.readline(files.MAX_EVENT_LINE + 1)
                     if not line:
                         break
-                    if len(line) > MAX_EVENT_LINE and not line.endswith(b"\n"):
+                    if len(line) > files.MAX_EVENT_LINE and not line.endswith(b"\n"):
                         skipped += 1
                         while line and not line.endswith(b"\n"):  # the rest of it, in bounded reads
-                            line = fh.readline(MAX_EVENT_LINE + 1)
+                            line = fh.readline(files.MAX_EVENT_LINE + 1)
                         continue
                     try:
                         ev = json.loads(line.decode("utf-8"))
@@ -341,7 +305,7 @@ class Run:
             pass
         if skipped:
             out.append({"kind": "note", "step": 0, "message": f"{EVENTS}: skipped {skipped} "
-                        f"line{'s' * (skipped != 1)} longer than {MAX_EVENT_LINE:,} bytes"})
+                        f"line{'s' * (skipped != 1)} longer than {files.MAX_EVENT_LINE:,} bytes"})
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -369,42 +333,6 @@ class Run:
             "reason": st.get("reason", ""),
             "started": st.get("started"),
         }
-
-
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, from ``/proc``), or None
-    where that cannot be read.  With the pid it names one process: a pid the
-    system reused belongs to a process started later."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[-1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def engine_alive(pid: Any, start: Any = None) -> bool:
-    """True if ``pid`` is the live process that writes the run: the one that
-    started at ``start`` (``state.json``'s ``pid_start``; a user's own training
-    loop records it), or else a dlf-tui engine process by its command line."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 1 << 31:
-        return False  # not a pid (a hostile state.json: os.kill would overflow)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[-1].split()
-        if fields[0] == b"Z":  # a zombie has exited
-            return False
-        if isinstance(start, int) and not isinstance(start, bool):
-            return int(fields[19]) == start
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"dlf_tui.engine" in fh.read()
-    except (OSError, ValueError, IndexError):
-        return True  # no /proc: trust the signal probe
 
 
 def list_runs(runs_dir: Path) -> list[Run]:

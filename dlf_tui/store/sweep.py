@@ -29,6 +29,7 @@ from typing import Any
 from dlf_tui.core import config, series, states
 from dlf_tui.core.config import Axis, parse_axis
 from dlf_tui.core.errors import ConfigError, RunError, printable
+from dlf_tui.store import files
 from dlf_tui.store import run as runs
 
 SWEEP = "sweep.json"
@@ -184,7 +185,7 @@ class Sweep:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         try:
-            doc = runs.read_json(self.path / SWEEP, MAX_SWEEP_FILE)
+            doc = files.read_json(self.path / SWEEP, MAX_SWEEP_FILE)
             if not isinstance(doc, dict):
                 raise TypeError("not an object")
             self.doc = doc
@@ -210,7 +211,7 @@ class Sweep:
         except RunError as err:
             raise RunError(f"{self.path}: not a readable sweep ({printable(str(err))[-160:]})") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
-            why = runs.reason(err) if not isinstance(err, KeyError) else f"no {printable(repr(err.args[0]))[:40]}"
+            why = files.reason(err) if not isinstance(err, KeyError) else f"no {printable(repr(err.args[0]))[:40]}"
             raise RunError(f"{self.path}: not a readable sweep ({type(err).__name__}: {why})") from None
 
     @property
