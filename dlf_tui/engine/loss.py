@@ -59,6 +59,11 @@ def weighted_nll(log_p_target: torch.Tensor, gamma_target: torch.Tensor,
     return -weighted.mean() if scale is None else -weighted.sum() * scale
 
 
+def as_float(outputs: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs (autocast) read in float32; others as they are."""
+    return outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+
+
 def log_p_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample log p(y_n) = −CE_n."""
     return logits.log_softmax(1).gather(1, targets[:, None])[:, 0]
@@ -217,8 +222,7 @@ class DynamicalLoss(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if logits.dim() != 2 or logits.shape[1] != self.classes:
             raise ValueError(f"logits of shape {tuple(logits.shape)}: need (N, {self.classes})")
-        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: computed in float32
-            logits = logits.float()
+        logits = as_float(logits)  # autocast: computed in float32
         self._follow(logits)
         targets = targets.reshape(-1).long()
         if targets.numel() != logits.shape[0]:

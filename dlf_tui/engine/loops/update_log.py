@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dlf_tui.engine.loss import log_p_target
+from dlf_tui.engine.loss import as_float, log_p_target
 from dlf_tui.engine.recorder import ChunkResult
 from dlf_tui.engine.trainer import eval_rows, metric_rows
 
@@ -28,11 +28,6 @@ def class_stats(predicted: torch.Tensor, targets: torch.Tensor, log_p: torch.Ten
     out = torch.zeros(rows * C, 3, dtype=log_p.dtype, device=log_p.device)
     out.index_add_(0, y if which is None else which * C + y, vals)
     return out.view(rows, C, 3).transpose(1, 2).reshape(rows, 3 * C)
-
-
-def as_float(logits: torch.Tensor) -> torch.Tensor:
-    """Half-precision outputs (autocast) read in float32."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 class UpdateLog:
