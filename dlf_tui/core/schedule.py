@@ -161,6 +161,12 @@ class Schedule:
     def set_total(self, total_steps: int) -> None:
         self.s.total_steps = int(total_steps)
 
+    def params(self) -> dict:
+        """The schedule's part of a run's live parameters (what clients are told)."""
+        s = self.s
+        return {"amplitude": s.amplitude, "amplitude_now": self.amplitude, "period": s.period,
+                "kind": s.kind, "phase": s.t, "emphasized": s.c, "static_tail": s.static_tail}
+
     def state_dict(self) -> dict:
         return asdict(self.s)
 

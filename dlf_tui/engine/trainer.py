@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,7 +27,7 @@ from dlf_tui.core.schedule import Schedule
 from dlf_tui.engine import data as datamod
 from dlf_tui.engine import models
 from dlf_tui.engine.recorder import ChunkResult
-from dlf_tui.engine.runtime import TorchRNG
+from dlf_tui.engine.runtime import TorchRNG, dtype_of, load_config, prepare_process, resolve_device
 from dlf_tui.engine.steps import select as steppers
 
 log = logging.getLogger("dlf_tui.engine")
@@ -140,6 +141,15 @@ class Trainer:
         self.total = cfg.run.steps
         self.step = 0
 
+    @classmethod
+    def open(cls, run_dir: Path, dist=None) -> "Trainer":
+        """The Trainer of a run directory's config, after this process's set-up
+        (threads, float modes, seed); ``dist`` as for the constructor."""
+        cfg = load_config(run_dir)
+        device = resolve_device(cfg.run.device) if dist is None else dist.device
+        prepare_process(cfg, device, 1 if dist is None else dist.world)
+        return cls(cfg, device, dtype_of(cfg), dist)
+
     def parts(self) -> dict[str, Any]:
         """What a checkpoint holds, in the order a load restores it."""
         return {"model": self.model, "optimizer": self.stepper, "schedule": self.schedule,
@@ -147,11 +157,8 @@ class Trainer:
 
     # -- live edits (from update step+1) -----------------------------------------------
     def params(self) -> dict[str, Any]:
-        s = self.schedule.s
-        return {"amplitude": s.amplitude, "amplitude_now": self.schedule.amplitude,
-                "period": s.period, "lr": self.lr, "kind": s.kind, "phase": s.t,
-                "emphasized": s.c, "static_tail": s.static_tail, "step": self.step,
-                "total": self.total, "device": str(self.device)}
+        return {**self.schedule.params(), "lr": self.lr, "step": self.step, "total": self.total,
+                "device": str(self.device)}
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr

@@ -62,7 +62,7 @@ from dlf_tui.core import config as cfgmod
 from dlf_tui.core.errors import SetupError, one_line
 from dlf_tui.engine.data import Split
 from dlf_tui.engine.recorder import NullRecorder
-from dlf_tui.engine.runtime import dtype_of, load_config, prepare_process, resolve_device
+from dlf_tui.engine.runtime import load_config, resolve_device
 from dlf_tui.engine.trainer import Trainer
 from dlf_tui.engine.loops.ranks import RankProcesses, follow_parent
 from dlf_tui.store import run as runs
@@ -315,9 +315,7 @@ class Group:
 def rank_trainer(run_dir: Path, resume: bool, group: Group) -> tuple[Trainer, NullRecorder]:
     """Rank r > 0: the same model, data and schedule as rank 0 (at its checkpoint on
     resume), a recorder that writes nothing (its log is ``engine-rank<r>.log``)."""
-    cfg = load_config(run_dir)
-    prepare_process(cfg, group.device, group.world)
-    tr = Trainer(cfg, group.device, dtype_of(cfg), group)
+    tr = Trainer.open(run_dir, group)
     recorder = NullRecorder(run_dir, label=f"rank {group.rank}: ")
     if resume:
         path = recorder.latest_checkpoint()

@@ -144,13 +144,9 @@ class Run:
 
     # -- Steerable: what the Control asks ---------------------------------------------------
     def params(self) -> dict[str, Any]:
-        lf = self.loss_fn
-        s = lf.schedule.s
-        return {"amplitude": s.amplitude, "amplitude_now": lf.amplitude, "period": s.period,
-                "lr": self._lr(), "kind": s.kind, "phase": s.t, "emphasized": s.c,
-                "static_tail": s.static_tail, "step": self.steps_done, "total": self.total,
-                "device": self.device, "diagnostics": False, "diagnostics_every": 1,
-                "ntk_every": 0}
+        return {**self.loss_fn.schedule.params(), "lr": self._lr(), "step": self.steps_done,
+                "total": self.total, "device": self.device, "diagnostics": False,
+                "diagnostics_every": 1, "ntk_every": 0}
 
     def edit(self, name: str, value: Any) -> None:
         if name == "amplitude":

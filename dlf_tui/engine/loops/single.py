@@ -22,8 +22,7 @@ from dlf_tui.core.errors import SetupError, one_line
 from dlf_tui.engine.control import Control
 from dlf_tui.engine.diagnostics.monitor import Monitor
 from dlf_tui.engine.recorder import ChunkResult, Recorder
-from dlf_tui.engine.runtime import (dtype_of, load_config, on_stop_signals, prepare_process,
-                                    resolve_device)
+from dlf_tui.engine.runtime import on_stop_signals
 from dlf_tui.engine.trainer import Trainer
 from dlf_tui.store import run as runs
 from dlf_tui.wire import protocol
@@ -40,10 +39,8 @@ class SingleRun:
         ``dist``: rank 0 of a run across several processes (a ``distributed.Group``)."""
         self.dir = Path(run_dir)
         self.dist = dist
-        self.cfg = cfg = load_config(self.dir)
-        device = resolve_device(cfg.run.device) if dist is None else dist.device
-        prepare_process(cfg, device, 1 if dist is None else dist.world)
-        self.trainer = tr = Trainer(cfg, device, dtype_of(cfg), dist)
+        self.trainer = tr = Trainer.open(self.dir, dist)
+        self.cfg = cfg = tr.cfg
         self.rate = 0.0
         self._first_chunk, self._busy_n, self._busy_s = True, 0, 0.0  # the steady rate
         self.server = (ControlServer(self.dir / runs.SOCKET, self.hello) if serve
@@ -53,7 +50,7 @@ class SingleRun:
         self.control = Control(self.server, self.recorder, self)
         if serve:
             self.server.on_refused = self.control.refused
-        self.monitor = Monitor(cfg, tr.model, tr.data, tr.dtype, device, self.recorder.event,
+        self.monitor = Monitor(cfg, tr.model, tr.data, tr.dtype, tr.device, self.recorder.event,
                                alone=dist.alone if dist is not None else contextlib.nullcontext)
         # test hook: raise inside the loop once this update is reached (crash handling tests)
         self._fault_at = int(os.environ.get("DLF_TUI_FAULT_AT_STEP", "0") or 0)

@@ -44,8 +44,7 @@ from dlf_tui.core import config, series, states
 from dlf_tui.core.errors import SetupError, one_line
 from dlf_tui.engine.loops.single import SingleRun
 from dlf_tui.engine.recorder import Recorder
-from dlf_tui.engine.runtime import (dtype_of, load_config, on_stop_signals, prepare_process,
-                                    resolve_device)
+from dlf_tui.engine.runtime import on_stop_signals
 from dlf_tui.engine.steps import ckernel
 from dlf_tui.engine.steps import select as steppers
 from dlf_tui.engine.steps.stacked import BatchedMLPStep, VmapStep
@@ -63,12 +62,9 @@ class MemberRun:
     place in the round."""
 
     def __init__(self, run_dir: Path, sweep_id: str, resume: bool):
-        cfg = load_config(run_dir)
-        device = resolve_device(cfg.run.device)
-        prepare_process(cfg, device)
         self.dir = Path(run_dir)
-        self.cfg = cfg
-        self.trainer = tr = Trainer(cfg, device, dtype_of(cfg))
+        self.trainer = tr = Trainer.open(self.dir)
+        self.cfg = cfg = tr.cfg
         self.sweep_id = sweep_id
         self.rate = 0.0
         self.recorder = Recorder(self.dir, tr.C, cfg.diagnostics.k, status=self.status,
