@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+from dlf_tui.core import entries
 from dlf_tui.core.errors import ConfigError, first_line, printable  # noqa: F401 - config.printable
 from dlf_tui.core.sections import (  # noqa: F401 - the sections are used as config.X too
     SECTIONS,
@@ -46,6 +47,8 @@ def _field(section: str, key: str) -> dataclasses.Field:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is dict:
+        return "a table"
     if get_origin(tp) is tuple:
         return "a list of strings" if get_args(tp)[0] is str else "a list of integers"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
@@ -55,6 +58,10 @@ def coerce(section: str, key: str, value: Any) -> Any:
     """Type-check ``value`` (already parsed from TOML/JSON) for ``section.key``."""
     tp = type_of(section, key)
     bad = ConfigError(f"{section}.{key} = {_show(value)}: must be {_type_name(tp)}")
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return _plain_table(f"{section}.{key}", value)
     if get_origin(tp) is tuple:
         item = get_args(tp)[0]
         if not isinstance(value, (list, tuple)) or not all(
@@ -117,6 +124,33 @@ def _check_text(where: str, value: str) -> None:
         raise ConfigError(f"{where}: longer than 10000 characters")
 
 
+ARGS_DEPTH = 8  # nesting a [model.args] / [data.args] table may have
+
+
+def _plain_table(where: str, value: Any, depth: int = 0) -> Any:
+    """A copy of a table of TOML values (strings, numbers, booleans, lists, tables)."""
+    if depth > ARGS_DEPTH:
+        raise ConfigError(f"{where}: nested deeper than {ARGS_DEPTH} levels")
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}: keys must be strings")
+            _check_text(where, k)
+            out[k] = _plain_table(f"{where}.{k}", v, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain_table(where, v, depth + 1) for v in value]
+    if isinstance(value, str):
+        _check_text(where, value)
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} = {_show(value)}: must be a finite number")
+    if isinstance(value, (bool, int, float)):
+        return value
+    raise ConfigError(f"{where} = {_show(value)}: must be a string, number, boolean, list or table")
+
+
 def check_value(section: str, key: str, value: Any) -> Any:
     """Coerce and range-check one value; returns the clean value."""
     f = _field(section, key)
@@ -125,7 +159,14 @@ def check_value(section: str, key: str, value: Any) -> Any:
     if not rule:
         return value
     where = f"{section}.{key} = {_show(value)}"
-    if rule.startswith("choice:"):
+    if rule.startswith("entry:"):  # a built-in name or the user's own entry (core/entries.py)
+        role, _, builtins = rule[len("entry:"):].partition(":")
+        why = entries.check(value, role, tuple(builtins.split(",")))
+        if why:
+            raise ConfigError(f"{where}: {why}")
+    elif rule == "table":
+        pass  # coerce checked it
+    elif rule.startswith("choice:"):
         choices = rule[len("choice:"):].split(",")
         if value not in choices:
             raise ConfigError(f"{where}: must be one of {', '.join(choices)}")
@@ -203,6 +244,8 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
 
 
 def load(path: str | Path) -> Config:
+    """A config file; its entries' relative paths (``./model.py:build``) are taken
+    relative to the file's directory."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -210,7 +253,16 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None
-    return loads(text, str(path))
+    return resolve_entries(loads(text, str(path)), path.resolve().parent)
+
+
+def resolve_entries(cfg: Config, base: Path) -> Config:
+    """``cfg`` with relative file entries of model.kind and data.name made absolute
+    against ``base``."""
+    kind, name = entries.resolve(cfg.model.kind, base), entries.resolve(cfg.data.name, base)
+    if (kind, name) == (cfg.model.kind, cfg.data.name):
+        return cfg
+    return replace(cfg, model=replace(cfg.model, kind=kind), data=replace(cfg.data, name=name))
 
 
 def loads(text: str, source: str = "config") -> Config:
@@ -259,8 +311,16 @@ def apply_overrides(cfg: Config, items: list[str] | tuple[str, ...], source: str
             section, dot, name = key.partition(".")
             if not dot or not name:
                 raise ConfigError(f"{key}: expected section.key (e.g. schedule.amplitude)")
-            value = check_value(section, name, parse_scalar(raw))
+            name, dot, arg = name.partition(".")
+            value = parse_scalar(raw)
+            if dot:  # model.args.depth=3: one key of an args table
+                if name != "args" or not arg:
+                    raise ConfigError(f"{key}: only the args tables have keys below them "
+                                      f"(e.g. model.args.depth)")
+                value = {**getattr(getattr(cfg, section, None), "args", {}), arg: value}
+            value = check_value(section, name, value)
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+            cfg = resolve_entries(cfg, Path.cwd())  # --set paths are relative to here
             check_whole(cfg)
         except ConfigError as err:
             raise ConfigError(f"{source} {printable(item)[:80]}: {err}") from None
@@ -348,6 +408,8 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(type(value))  # pragma: no cover
 
 

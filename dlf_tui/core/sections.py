@@ -22,6 +22,8 @@ def _f(default: Any, check: str | None = None, help: str = "") -> Any:
     kw: dict[str, Any] = {"metadata": {"check": check, "help": help}}
     if isinstance(default, (list, tuple)):
         kw["default_factory"] = lambda d=tuple(default): d
+    elif isinstance(default, dict):
+        kw["default_factory"] = dict
     else:
         kw["default"] = default
     return field(**kw)
@@ -29,8 +31,10 @@ def _f(default: Any, check: str | None = None, help: str = "") -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _f("spiral", "choice:spiral,cifar10,cifar100,mnist,fashion-mnist,external",
-                   "data set (external = a run of your own training loop, dlf_tui.live)")
+    name: str = _f("spiral", "entry:data:spiral,mnist1d,digits,cifar10,cifar100,mnist,fashion-mnist,external",
+                   "data set, or your own loader \"./file.py:load\" / \"pkg.module:load\" / a plugin's name "
+                   "(external = a run of your own training loop, dlf_tui.live)")
+    args: dict = _f({}, "table", "keyword arguments of your own loader (the [data.args] table)")
     points_per_class: int = _f(100, ">=1", "spiral points per class")
     classes: int = _f(3, ">=2", "number of classes (spiral arms; image sets have their own)")
     turns: float = _f(2.0, ">0", "spiral arm length in full turns (2 = 4*pi)")
@@ -54,11 +58,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = _f("mlp", "choice:mlp,myrtle5,myrtle7,myrtle10,resnet18,external",
-                   "model family (mlp flattens image inputs; external = your own loop's model)")
+    kind: str = _f("mlp", "entry:model:mlp,myrtle5,myrtle7,myrtle10,resnet18,external",
+                   "model family (mlp flattens image inputs), or your own factory \"./file.py:build\" / "
+                   "\"pkg.module:build\" / a plugin's name (external = your own loop's model)")
+    args: dict = _f({}, "table", "keyword arguments of your own factory (the [model.args] table)")
     hidden: tuple[int, ...] = _f((100,), "widths>=1", "hidden layer widths (mlp)")
     activation: str = _f("relu", "choice:relu", "hidden activation")
-    init: str = _f("glorot", "choice:glorot,torch,he", "glorot = the reference's truncated-normal Glorot; torch = PyTorch default; he = N(0, 2/fan_in), zero biases")
+    init: str = _f("glorot", "choice:glorot,torch,he", "built-in models: glorot = the reference's truncated-normal Glorot; torch = PyTorch default; he = N(0, 2/fan_in), zero biases (your own factory's init is kept)")
     width: int = _f(128, ">=1", "channels of every conv layer (myrtle5/7/10)")
 
 
@@ -68,6 +74,13 @@ class ScheduleConfig:
     amplitude: float = _f(70.0, ">=1,<=1e6", "peak raw weight A of the emphasised class (1 = plain CE)")
     period: int = _f(5000, ">=1", "period T (a period is T+1 updates)")
     last_period_static: bool = _f(True, None, "switch to A=1 at the first period boundary after step > steps - T")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kind: str = _f("ce", "choice:ce,mse",
+                   "ce = Γ-weighted cross-entropy; mse = Γ-weighted squared error to the one-hot target "
+                   "(ours: F = mean Γ[y]·‖f(x) − e_y‖²)")
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
@@ -131,6 +145,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "schedule": ScheduleConfig,
+    "loss": LossConfig,
     "optim": OptimConfig,
     "run": RunConfig,
     "diagnostics": DiagnosticsConfig,

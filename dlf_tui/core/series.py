@@ -13,8 +13,9 @@ SERIES = (METRICS, EVAL, DIAG)
 
 # metrics: one row per update
 STEP = "step"
-LOSS_DYNAMICAL = "loss_dynamical"  # F = mean Γ[y]·CE
-LOSS_CE = "loss_ce"
+LOSS_DYNAMICAL = "loss_dynamical"  # F = mean Γ[y]·ℓ (ℓ = CE, or squared error for [loss] kind = "mse")
+LOSS_CE = "loss_ce"  # the plain (unweighted) loss of a CE run ...
+LOSS_MSE = "loss_mse"  # ... and of an MSE run: a run has one of the two
 ACCURACY = "accuracy"
 AMPLITUDE = "amplitude"  # in force for that update (1 in the static tail)
 PERIOD = "period"
@@ -23,6 +24,7 @@ GRAD_NORM = "grad_norm"
 
 # eval: one row per held-out evaluation
 VAL_LOSS_CE = "val_loss_ce"
+VAL_LOSS_MSE = "val_loss_mse"
 VAL_ACCURACY = "val_accuracy"
 
 # diag: one row per landscape diagnostic
@@ -48,15 +50,27 @@ def hessian_top(i: int) -> str:
     return f"hessian_top_{i}"
 
 
-def metric_columns(C: int) -> list[str]:
-    return ([STEP, LOSS_DYNAMICAL, LOSS_CE, ACCURACY]
+PLAIN_LOSS = {"ce": LOSS_CE, "mse": LOSS_MSE}  # [loss] kind → its plain-loss column
+VAL_PLAIN_LOSS = {"ce": VAL_LOSS_CE, "mse": VAL_LOSS_MSE}
+LOSS_LABEL = {LOSS_CE: "CE", LOSS_MSE: "MSE", VAL_LOSS_CE: "CE", VAL_LOSS_MSE: "MSE"}
+
+
+def plain_loss(columns: list[str], held_out: bool = False) -> str:
+    """The plain-loss column of a metrics (or eval) table: ``loss_ce`` or ``loss_mse``
+    (runs written before the MSE existed have ``loss_ce``)."""
+    names = VAL_PLAIN_LOSS if held_out else PLAIN_LOSS
+    return next((c for c in names.values() if c in columns), names["ce"])
+
+
+def metric_columns(C: int, loss: str = "ce") -> list[str]:
+    return ([STEP, LOSS_DYNAMICAL, PLAIN_LOSS[loss], ACCURACY]
             + [accuracy_class(i) for i in range(C)]
             + [gamma(i) for i in range(C)]
             + [AMPLITUDE, PERIOD, LR, GRAD_NORM])
 
 
-def eval_columns(C: int) -> list[str]:
-    return [STEP, VAL_LOSS_CE, VAL_ACCURACY] + [val_accuracy_class(i) for i in range(C)]
+def eval_columns(C: int, loss: str = "ce") -> list[str]:
+    return [STEP, VAL_PLAIN_LOSS[loss], VAL_ACCURACY] + [val_accuracy_class(i) for i in range(C)]
 
 
 def diag_columns(k: int) -> list[str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dlf_tui.core import entries
 from dlf_tui.core.config import DataConfig
 from dlf_tui.core.errors import SetupError
 
@@ -75,6 +76,7 @@ class Dataset:
     classes: int
     in_features: int | tuple[int, ...]  # int (vectors) or (C, H, W) (images)
     image: ImageSpec | None = None
+    names: tuple[str, ...] = ()  # class names, when the data set has them
 
     def inputs(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Float model inputs for rows of a split, without augmentation
@@ -150,8 +152,13 @@ def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
     return Dataset(train, val, C, tuple(int(v) for v in xtr.shape[1:]), spec)
 
 
-def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype) -> Dataset:
-    """The configured data set on ``device``: spiral points as ``dtype``, images as uint8."""
+def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype, code=None) -> Dataset:
+    """The configured data set on ``device``: spiral points as ``dtype``, images as uint8;
+    a user's own loader through ``code`` (a ``user_code.UserCode``)."""
+    if entries.is_entry_text(cfg.name) or cfg.name in entries.plugins("data"):
+        from dlf_tui.engine import user_code, user_data
+
+        return user_data.load(cfg, code or user_code.UserCode(), device, dtype)
     if cfg.name == "external":
         raise SetupError("data.name = external: this run records your own training loop "
                          "(dlf_tui.live); continue it from your script with "

@@ -51,11 +51,11 @@ def _whole(name: str, value: Any, low: int) -> int:
     return value
 
 
-def weighted_nll(log_p_target: torch.Tensor, gamma_target: torch.Tensor,
-                 scale: float | None = None) -> torch.Tensor:
-    """mean_n Γ[y_n]·(−log p(y_n)) from per-sample log p(y) and Γ[y] (``scale``:
+def weighted_loss(neg_loss: torch.Tensor, gamma_target: torch.Tensor,
+                  scale: float | None = None) -> torch.Tensor:
+    """mean_n Γ[y_n]·ℓ_n from per-sample −ℓ_n (``neg_sample_loss``) and Γ[y] (``scale``:
     the sum times ``scale`` instead of the mean — a rank's share of a global mean)."""
-    weighted = gamma_target * log_p_target
+    weighted = gamma_target * neg_loss
     return -weighted.mean() if scale is None else -weighted.sum() * scale
 
 
@@ -71,23 +71,36 @@ def log_p_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def dynamical_ce(logits: torch.Tensor, targets: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """F = mean_n Γ[y_n]·CE_n (static cross-entropy is Γ ≡ 1)."""
-    return weighted_nll(log_p_target(logits, targets), gamma[targets])
+    return weighted_loss(log_p_target(logits, targets), gamma[targets])
+
+
+def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample ‖f(x_n) − e_{y_n}‖² (f the raw outputs, e the one-hot target)."""
+    err = outputs - nn.functional.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
+    return (err * err).sum(1)
 
 
 def dynamical_mse(outputs: torch.Tensor, targets: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """F = (1/N) Σ_n Γ[y_n]·‖f(x_n) − e_{y_n}‖²."""
-    err = outputs - nn.functional.one_hot(targets, outputs.shape[1]).to(outputs.dtype)
-    return (gamma[targets] * (err * err).sum(1)).mean()
+    return weighted_loss(-squared_error(outputs, targets), gamma[targets])
+
+
+def neg_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """Per-sample −ℓ_n: log p(y_n) for ``"ce"``, −‖f − e_y‖² for ``"mse"`` — what the
+    first C slots of a statistics row sum per class (``steps/base.py``)."""
+    if loss == "mse":
+        return -squared_error(outputs, targets)
+    return log_p_target(outputs, targets)
 
 
 class _Cursor:
     """What changes every update, outside nn.Module's attribute machinery."""
 
-    __slots__ = ("row", "log_p")
+    __slots__ = ("row", "neg_loss")
 
     def __init__(self) -> None:
         self.row = 0  # the current update's row of the Γ table
-        self.log_p: torch.Tensor | None = None  # the last forward's log p(y), detached (ce)
+        self.neg_loss: torch.Tensor | None = None  # the last forward's per-sample −ℓ, detached
 
 
 class DynamicalLoss(nn.Module):
@@ -231,17 +244,14 @@ class DynamicalLoss(nn.Module):
             lo, hi = int(targets.min()), int(targets.max())  # no device sync on the CPU
             if lo < 0 or hi >= self.classes:
                 raise ValueError(f"targets in {lo}..{hi}: labels must be 0..{self.classes - 1}")
-        if self.loss_kind == "mse":
-            self._at.log_p = None
-            return dynamical_mse(logits, targets, self._gamma)
-        lpy = log_p_target(logits, targets)
-        self._at.log_p = lpy.detach()  # a live run's statistics reuse it
-        return weighted_nll(lpy, self._gamma[targets])
+        neg = neg_sample_loss(logits, targets, self.loss_kind)
+        self._at.neg_loss = neg.detach()  # a live run's statistics reuse it
+        return weighted_loss(neg, self._gamma[targets])
 
     @property
-    def last_log_p_target(self) -> torch.Tensor | None:
-        """Per-sample log p(y) of the last forward (detached; None for mse)."""
-        return self._at.log_p
+    def last_neg_sample_loss(self) -> torch.Tensor | None:
+        """Per-sample −ℓ of the last forward, detached: log p(y) (ce) or −‖f − e_y‖² (mse)."""
+        return self._at.neg_loss
 
     # -- checkpoints (plain data: torch.load(weights_only=True) reads it) -------------------
     def get_extra_state(self) -> dict[str, Any]:

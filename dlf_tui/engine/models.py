@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from dlf_tui.core import entries
 from dlf_tui.core.config import ModelConfig
 from dlf_tui.core.errors import SetupError
 
@@ -117,12 +118,33 @@ def _init_(model: nn.Module, init: str, gen: torch.Generator) -> None:
                 layer.bias.copy_(b)
 
 
+def is_user_model(cfg: ModelConfig) -> bool:
+    return entries.is_entry_text(cfg.kind) or cfg.kind in entries.plugins("model")
+
+
 def build(cfg: ModelConfig, in_features: int | tuple[int, ...], classes: int, seed: int,
-          device: torch.device, dtype: torch.dtype) -> nn.Module:
+          device: torch.device, dtype: torch.dtype, code=None) -> nn.Module:
     """The configured model on ``device``; ``in_features`` is an int (vectors) or
-    an input shape (C, H, W)."""
+    an input shape (C, H, W).  A user's factory (through ``code``, a
+    ``user_code.UserCode``) is called as ``factory(input_shape, classes, **args)``
+    with torch seeded by ``seed``; its own initialisation is kept."""
     gen = torch.Generator().manual_seed(seed)
     shape = _shape(in_features)
+    if is_user_model(cfg):
+        from dlf_tui.engine import user_code
+
+        code = code or user_code.UserCode()
+        fn = code.function("model", cfg.kind)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = code.call("model", cfg.kind, fn, shape, classes, **cfg.args)
+        if not isinstance(model, nn.Module):
+            raise user_code.UserCodeError(
+                f"{code.where('model', cfg.kind)}: {getattr(fn, '__name__', 'the factory')}() "
+                f"returned {type(model).__name__}, not a torch.nn.Module")
+        if not any(True for _ in model.parameters()):
+            raise user_code.UserCodeError(f"{code.where('model', cfg.kind)}: the model has no parameters")
+        return model.to(device=device, dtype=dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # PyTorch's default init draws from the global RNG
         if cfg.kind == "mlp":
@@ -140,6 +162,30 @@ def build(cfg: ModelConfig, in_features: int | tuple[int, ...], classes: int, se
     if cfg.init != "torch":
         _init_(model, cfg.init, gen)
     return model.to(device=device, dtype=dtype)
+
+
+def check_outputs(model: nn.Module, x: torch.Tensor, classes: int, where: str) -> None:
+    """A user model's forward on a few training inputs gives (n, classes) floats; what
+    it raises, or a wrong output, is one line naming the entry."""
+    from dlf_tui.engine.user_code import UserCodeError, raised
+
+    n = min(8, x.shape[0])
+    was = model.training
+    try:
+        with torch.no_grad():
+            out = model(x[:n])
+    except Exception as err:  # noqa: BLE001 - the user's forward raised
+        raise UserCodeError(f"{where}: the model's forward raised {raised(err)}") from None
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor):
+        raise UserCodeError(f"{where}: the model returned {type(out).__name__}, not a tensor "
+                            f"of shape (N, {classes})")
+    if tuple(out.shape) != (n, classes):
+        raise UserCodeError(f"{where}: the model's output has shape {tuple(out.shape)} for "
+                            f"{n} inputs: needs ({n}, {classes}), one score per class")
+    if not out.is_floating_point():
+        raise UserCodeError(f"{where}: the model's output is {out.dtype}: needs floating point")
 
 
 def load_reference_init(model: MLP, init: dict) -> None:

@@ -100,8 +100,9 @@ def latest_checkpoint(run_dir: Path) -> Path:
 class Recorder:
     def __init__(self, run_dir: Path, classes: int, diag_k: int = 1,
                  server: Any = None, status: Callable[[], dict] | None = None,
-                 config_toml: str = ""):
-        """``status()`` gives step, total, rate and device (and any other keys
+                 config_toml: str = "", loss: str = "ce"):
+        """``loss``: the run's [loss] kind, which names its plain-loss columns.
+        ``status()`` gives step, total, rate and device (and any other keys
         ``state.json`` should hold) whenever the state is written."""
         self.dir = Path(run_dir)
         self.server = server if server is not None else NullServer()
@@ -110,8 +111,8 @@ class Recorder:
         self.state = states.STARTING
         self.started = time.time()
         self.pid_start = liveness.process_start(os.getpid())
-        self.metrics = runs.SeriesWriter(self.dir, series.METRICS, series.metric_columns(classes))
-        self.evals = runs.SeriesWriter(self.dir, series.EVAL, series.eval_columns(classes))
+        self.metrics = runs.SeriesWriter(self.dir, series.METRICS, series.metric_columns(classes, loss))
+        self.evals = runs.SeriesWriter(self.dir, series.EVAL, series.eval_columns(classes, loss))
         self.diags = runs.SeriesWriter(self.dir, series.DIAG, series.diag_columns(diag_k))
         self.events = open(self.dir / runs.EVENTS, "a", encoding="utf-8")
         (self.dir / runs.CHECKPOINTS).mkdir(exist_ok=True)

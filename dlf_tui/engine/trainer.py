@@ -29,6 +29,7 @@ from dlf_tui.engine import models
 from dlf_tui.engine.recorder import ChunkResult
 from dlf_tui.engine.runtime import TorchRNG, dtype_of, load_config, prepare_process, resolve_device
 from dlf_tui.engine.steps import select as steppers
+from dlf_tui.engine.user_code import UserCode
 
 log = logging.getLogger("dlf_tui.engine")
 
@@ -118,14 +119,21 @@ class _Progress:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, device: torch.device, dtype: torch.dtype, dist=None):
+    def __init__(self, cfg: Config, device: torch.device, dtype: torch.dtype, dist=None,
+                 code: UserCode | None = None):
         """``dist``: this process is one rank of a run across several processes
         (a ``loops.distributed.Group``): its share of every batch, DDP gradients,
-        statistics summed over the ranks."""
+        statistics summed over the ranks.  ``code``: where the user's own model and
+        data entries are loaded from and kept (``user_code.UserCode``)."""
         self.cfg, self.device, self.dtype, self.dist = cfg, device, dtype, dist
-        self.data = datamod.load(cfg.data, device, dtype)
+        self.code = code = code or UserCode()
+        self.data = datamod.load(cfg.data, device, dtype, code)
         self.C = C = self.data.classes
-        self.model = models.build(cfg.model, self.data.in_features, C, cfg.run.seed, device, dtype)
+        self.model = models.build(cfg.model, self.data.in_features, C, cfg.run.seed, device,
+                                  dtype, code)
+        if models.is_user_model(cfg.model):
+            models.check_outputs(self.model, self.data.inputs(self.data.train.x, dtype), C,
+                                 code.where("model", cfg.model.kind))
         self.eval_split = self.data.val  # held-out rows this process evaluates
         if dist is not None:
             self.model = dist.prepare(self.model, cfg, self.data)
@@ -142,13 +150,15 @@ class Trainer:
         self.step = 0
 
     @classmethod
-    def open(cls, run_dir: Path, dist=None) -> "Trainer":
+    def open(cls, run_dir: Path, dist=None, resume: bool = False) -> "Trainer":
         """The Trainer of a run directory's config, after this process's set-up
-        (threads, float modes, seed); ``dist`` as for the constructor."""
+        (threads, float modes, seed); ``dist`` as for the constructor.  The user's own
+        entries are kept in ``run_dir`` (by rank 0), and run from there on ``resume``."""
         cfg = load_config(run_dir)
         device = resolve_device(cfg.run.device) if dist is None else dist.device
         prepare_process(cfg, device, 1 if dist is None else dist.world)
-        return cls(cfg, device, dtype_of(cfg), dist)
+        code = UserCode(run_dir, resume, keep=dist is None or dist.rank == 0)
+        return cls(cfg, device, dtype_of(cfg), dist, code)
 
     def parts(self) -> dict[str, Any]:
         """What a checkpoint holds, in the order a load restores it."""

@@ -39,7 +39,7 @@ from torch.func import functional_call
 
 from dlf_tui.engine.diagnostics.lanczos import LanczosInfo, default_tol, lanczos, random_start
 from dlf_tui.engine.models import MLP
-from dlf_tui.engine.loss import dynamical_ce
+from dlf_tui.engine.loss import LOSSES, dynamical_ce, dynamical_mse
 
 __all__ = ["HVP_METHODS", "dynamical_loss", "ParamSnapshot", "HessianOperator", "hessian_operator",
            "hessian_top_eigs", "is_plain_mlp"]
@@ -48,6 +48,7 @@ HVP_METHODS = ("auto", "mlp", "autograd", "func")
 
 
 dynamical_loss = dynamical_ce  # F = mean_n Γ[y_n]·CE_n, the library's own (engine/loss.py)
+LOSS_FUNCTIONS = {"ce": dynamical_ce, "mse": dynamical_mse}  # [loss] kind → F
 
 
 def _as_gamma(gamma: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -98,8 +99,9 @@ class HessianOperator:
 
     method = "?"
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"):
         self.model = model
+        self.loss = LOSS_FUNCTIONS[loss]
         self.snap = ParamSnapshot(model)
         self.x = x.to(dtype=self.snap.dtype, device=self.snap.device)
         self.y = y.to(device=self.snap.device)
@@ -119,13 +121,13 @@ class HessianOperator:
 
     def _loss_fn(self, gamma: torch.Tensor) -> Callable[[dict], torch.Tensor]:
         buffers = self.snap.buffers
-        model, x, y = self.model, self.x, self.y
+        model, x, y, loss = self.model, self.x, self.y, self.loss
 
         def f(params: dict) -> torch.Tensor:
             # fresh copies of the buffers, made inside the (possibly transformed)
             # function: a train-mode batch norm updates those, never the real ones
             bufs = {k: b.clone() for k, b in buffers.items()}
-            return dynamical_loss(functional_call(model, (params, bufs), (x,)), y, gamma)
+            return loss(functional_call(model, (params, bufs), (x,)), y, gamma)
 
         return f
 
@@ -193,8 +195,8 @@ class _MLPHvp(HessianOperator):
 
     method = "mlp"
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        super().__init__(model, x, y)
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"):
+        super().__init__(model, x, y, loss)
         self.L = len(model.layers) - 1
         expect = [f"layers.{i}.{w}" for i in range(self.L + 1) for w in ("weight", "bias")]
         if self.snap.names != expect:  # pragma: no cover - MLP always has this layout
@@ -259,16 +261,20 @@ def is_plain_mlp(model: nn.Module) -> bool:
 
 
 def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     method: str = "auto") -> HessianOperator:
-    """The Hessian-vector product of the dynamical loss on (x, y); see the module doc."""
+                     method: str = "auto", loss: str = "ce") -> HessianOperator:
+    """The Hessian-vector product of the dynamical loss (``loss``: ce or mse) on (x, y);
+    see the module doc.  The hand-written R-operator is the CE's: an MSE run and any
+    model other than ``models.MLP`` use autograd."""
     if method not in HVP_METHODS:
         raise ValueError(f"unknown Hessian-vector method {method!r} (one of {', '.join(HVP_METHODS)})")
+    if loss not in LOSSES:
+        raise ValueError(f"loss = {loss!r}: one of {', '.join(LOSSES)}")
     if method == "auto":
-        method = "mlp" if is_plain_mlp(model) else "autograd"
-    if method == "mlp" and not is_plain_mlp(model):
-        raise ValueError("method 'mlp' needs a dlf_tui MLP")
+        method = "mlp" if is_plain_mlp(model) and loss == "ce" else "autograd"
+    if method == "mlp" and not (is_plain_mlp(model) and loss == "ce"):
+        raise ValueError("method 'mlp' needs a dlf_tui MLP and the cross-entropy")
     cls = {"mlp": _MLPHvp, "autograd": _AutogradHvp, "func": _FuncHvp}[method]
-    return cls(model, x, y)
+    return cls(model, x, y, loss)
 
 
 def hessian_top_eigs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gamma: Any, *,

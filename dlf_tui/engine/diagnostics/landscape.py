@@ -92,9 +92,9 @@ class Diagnostics:
                  iters: int = 20, k: int = 1, tol: float | None = None, min_iters: int = 2,
                  warm_start: bool = True, warm_mix: float = 0.05,
                  ntk_every: int = 0, ntk_size: int = 100, ntk_reduction: str = "sum",
-                 ntk_solver: str = "auto", hvp: str = "auto", seed: int = 0):
+                 ntk_solver: str = "auto", hvp: str = "auto", seed: int = 0, loss: str = "ce"):
         self.model = model
-        self.op = hessian_operator(model, x, y, hvp)
+        self.op = hessian_operator(model, x, y, hvp, loss)
         self.dtype, self.device = self.op.snap.dtype, self.op.snap.device
         self.x = self.op.x
         self._ntk_x_given = ntk_x is not None

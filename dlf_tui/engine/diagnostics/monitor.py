@@ -12,6 +12,7 @@ import torch
 from dlf_tui.core.config import Config
 from dlf_tui.engine.diagnostics.landscape import Diagnostics
 
+FULL_BATCH_MAX = 4096  # vector data sets up to this size: diagnostics on the whole training set
 EOS_CONFIRM = 3  # readings in a row on the new side before a crossing is logged
 
 
@@ -55,12 +56,15 @@ class Monitor:
         d = self.cfg.diagnostics
         data = self.data
         tr = data.train
-        # the full batch for the spiral; a fixed evaluation batch (normalised) for images
-        idx = slice(None) if data.image is None else slice(None, None, max(1, tr.n // 1000))
-        x = data.inputs(tr.x[idx][:1000] if data.image else tr.x, self.dtype)
-        y = tr.y[idx][:1000] if data.image else tr.y
+        # the full batch of a small vector data set (the spiral, MNIST-1D); otherwise a
+        # fixed batch of 1000 samples spread over the training set (images normalised)
+        whole = data.image is None and tr.n <= FULL_BATCH_MAX
+        idx = slice(None) if whole else slice(None, None, max(1, tr.n // 1000))
+        x = data.inputs(tr.x[idx][:1000] if not whole else tr.x, self.dtype)
+        y = tr.y[idx][:1000] if not whole else tr.y
         return Diagnostics(self.model, x, y, enabled=True, every=self.every, iters=d.iters, k=d.k,
-                           ntk_every=self.ntk_every, ntk_size=d.ntk_size, seed=self.cfg.run.seed)
+                           ntk_every=self.ntk_every, ntk_size=d.ntk_size, seed=self.cfg.run.seed,
+                           loss=self.cfg.loss.kind)
 
     def measure(self, step: int, gamma: np.ndarray, lr: float) -> list[float]:
         """The diag row of Hessian/NTK λ_max at the parameters update ``step`` is about

@@ -315,7 +315,7 @@ class Group:
 def rank_trainer(run_dir: Path, resume: bool, group: Group) -> tuple[Trainer, NullRecorder]:
     """Rank r > 0: the same model, data and schedule as rank 0 (at its checkpoint on
     resume), a recorder that writes nothing (its log is ``engine-rank<r>.log``)."""
-    tr = Trainer.open(run_dir, group)
+    tr = Trainer.open(run_dir, group, resume)
     recorder = NullRecorder(run_dir, label=f"rank {group.rank}: ")
     if resume:
         path = recorder.latest_checkpoint()

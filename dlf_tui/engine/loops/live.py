@@ -108,10 +108,10 @@ class Run:
             "config": dict(config or {}), "argv": list(sys.argv), "cwd": os.getcwd()})
         self.server = ControlServer(self.dir / runs.SOCKET, self._hello)
         self.recorder = Recorder(self.dir, self.C, server=self.server, status=self._status,
-                                 config_toml=cfgmod.to_toml(self.cfg))
+                                 config_toml=cfgmod.to_toml(self.cfg), loss=self.cfg.loss.kind)
         self.control = Control(self.server, self.recorder, self)
         self.server.on_refused = self.control.refused
-        self.log = UpdateLog(self.C)
+        self.log = UpdateLog(self.C, loss=loss_fn.loss_kind)
         self._started = time.perf_counter()
         self._start_step = 0
         self._last_flush = time.perf_counter()
@@ -135,6 +135,7 @@ class Run:
                 "model": {"kind": "external"},
                 "schedule": {"kind": s.kind, "amplitude": s.amplitude, "period": s.period,
                              "last_period_static": s.last_period_static},
+                "loss": {"kind": self.loss_fn.loss_kind},
                 "optim": {"name": "external", "lr": lr},
                 "run": {"steps": self.total or OPEN_ENDED, "flush_every": self.flush_every,
                         "flush_seconds": self.flush_seconds},
@@ -199,7 +200,7 @@ class Run:
         """``loss_fn(logits, targets)``, recorded as this update's F, CE, accuracy and
         per-class accuracy (call it once per update)."""
         out = self.loss_fn(logits, targets)
-        self.log.add_forward(logits, targets, out, self.loss_fn.last_log_p_target)
+        self.log.add_forward(logits, targets, out, self.loss_fn.last_neg_sample_loss)
         if logits.device != self._device:
             self._device, self.device = logits.device, str(logits.device)
         return out

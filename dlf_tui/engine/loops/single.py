@@ -39,14 +39,15 @@ class SingleRun:
         ``dist``: rank 0 of a run across several processes (a ``distributed.Group``)."""
         self.dir = Path(run_dir)
         self.dist = dist
-        self.trainer = tr = Trainer.open(self.dir, dist)
+        self.trainer = tr = Trainer.open(self.dir, dist, resume)
         self.cfg = cfg = tr.cfg
         self.rate = 0.0
         self._first_chunk, self._busy_n, self._busy_s = True, 0, 0.0  # the steady rate
         self.server = (ControlServer(self.dir / runs.SOCKET, self.hello) if serve
                        else NullServer())
         self.recorder = Recorder(self.dir, tr.C, cfg.diagnostics.k, server=self.server,
-                                 status=self.status, config_toml=cfgmod.to_toml(cfg))
+                                 status=self.status, config_toml=cfgmod.to_toml(cfg),
+                                 loss=cfg.loss.kind)
         self.control = Control(self.server, self.recorder, self)
         if serve:
             self.server.on_refused = self.control.refused
@@ -54,6 +55,8 @@ class SingleRun:
                                alone=dist.alone if dist is not None else contextlib.nullcontext)
         # test hook: raise inside the loop once this update is reached (crash handling tests)
         self._fault_at = int(os.environ.get("DLF_TUI_FAULT_AT_STEP", "0") or 0)
+        for note in tr.code.notes:  # e.g. a user's file changed since the run started
+            self.recorder.event("code", note)
         if resume:
             self.resume()
         elif self.recorder.metrics.rows:

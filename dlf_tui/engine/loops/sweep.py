@@ -63,12 +63,12 @@ class MemberRun:
 
     def __init__(self, run_dir: Path, sweep_id: str, resume: bool):
         self.dir = Path(run_dir)
-        self.trainer = tr = Trainer.open(self.dir)
+        self.trainer = tr = Trainer.open(self.dir, resume=resume)
         self.cfg = cfg = tr.cfg
         self.sweep_id = sweep_id
         self.rate = 0.0
         self.recorder = Recorder(self.dir, tr.C, cfg.diagnostics.k, status=self.status,
-                                 config_toml=config.to_toml(cfg))
+                                 config_toml=config.to_toml(cfg), loss=cfg.loss.kind)
         if resume:
             path = self.recorder.latest_checkpoint()
             self.recorder.load_checkpoint(path, tr.parts(), tr.device)
@@ -130,7 +130,8 @@ def choose_mode(members: list[MemberRun], wanted: str = "auto") -> tuple[str, st
     ts = [m.trainer for m in members]
     cpu = all(t.device.type == "cpu" for t in ts)
     ck = cpu and all(isinstance(t.stepper, ckernel.CKernelMLPStep) for t in ts)
-    same = len({(repr(t.cfg.data), repr(t.cfg.model), t.cfg.run.dtype, str(t.device), t.step)
+    same = len({(repr(t.cfg.data), repr(t.cfg.model), repr(t.cfg.loss), t.cfg.run.dtype,
+                 str(t.device), t.step)
                 for t in ts}) == 1
     if wanted == "threads":
         if not cpu:
@@ -138,7 +139,7 @@ def choose_mode(members: list[MemberRun], wanted: str = "auto") -> tuple[str, st
         return "threads", "forced"
     if wanted in ("batched", "vmap"):
         if not same:
-            raise ValueError(f"--mode {wanted}: members must share model, data, dtype, device and step")
+            raise ValueError(f"--mode {wanted}: members must share model, data, loss, dtype, device and step")
         return wanted, "forced"
     if ck:
         return "threads", "C kernel per member, members in parallel threads"

@@ -12,16 +12,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dlf_tui.engine.loss import as_float, log_p_target
+from dlf_tui.engine.loss import as_float, neg_sample_loss
 from dlf_tui.engine.recorder import ChunkResult
 from dlf_tui.engine.trainer import eval_rows, metric_rows
 
 
 def class_stats(predicted: torch.Tensor, targets: torch.Tensor, log_p: torch.Tensor, C: int,
                 rows: int = 1, which: torch.Tensor | None = None) -> torch.Tensor:
-    """(rows, 3·C) statistics [Σ log p(y) | correct | count, per class] of samples
-    with these predicted classes, targets and log p(y); ``which`` gives the row of
-    each sample (all in row 0 without it)."""
+    """(rows, 3·C) statistics [Σ −ℓ | correct | count, per class] of samples with these
+    predicted classes, targets and per-sample −ℓ (``log_p``: log p(y) for CE); ``which``
+    gives the row of each sample (all in row 0 without it)."""
     y = targets.reshape(-1).long()
     vals = torch.stack([log_p, (predicted.reshape(-1) == y).to(log_p.dtype),
                         torch.ones_like(log_p)], 1)
@@ -31,15 +31,16 @@ def class_stats(predicted: torch.Tensor, targets: torch.Tensor, log_p: torch.Ten
 
 
 class UpdateLog:
-    def __init__(self, classes: int, first_step: int = 0):
+    def __init__(self, classes: int, first_step: int = 0, loss: str = "ce"):
         self.C = classes
+        self.loss = loss  # "ce" | "mse": what the per-sample −ℓ is
         self.reset(first_step)
 
     def reset(self, first_step: int) -> None:
         self.step0 = first_step  # the update before the first one held
         self.outputs: list[torch.Tensor] = []  # the logits, detached
         self.targets: list[torch.Tensor] = []
-        self.log_p: list[torch.Tensor] = []
+        self.neg_loss: list[torch.Tensor | None] = []
         self.losses: list[torch.Tensor] = []
         self.grad_norms: list[torch.Tensor | None] = []
         self.host: list[tuple[np.ndarray, float, int, float]] = []  # Γ, A, T, lr per update
@@ -51,12 +52,12 @@ class UpdateLog:
         return len(self.host)
 
     def add_forward(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor,
-                    log_p: torch.Tensor | None = None) -> None:
+                    neg_loss: torch.Tensor | None = None) -> None:
         """An update's forward: its outputs, targets, the loss it trained on, and the
-        samples' log p(y) if the loss computed them (references only: no work here)."""
+        samples' −ℓ if the loss computed them (references only: no work here)."""
         self.outputs.append(logits.detach())  # its argmax is taken at the flush, for all at once
         self.targets.append(targets.detach())
-        self.log_p.append(log_p)
+        self.neg_loss.append(neg_loss)
         self.losses.append(loss.detach())
 
     def end_update(self, gamma: np.ndarray, amplitude: float, period: int, lr: float,
@@ -73,7 +74,7 @@ class UpdateLog:
         with torch.no_grad():
             x = as_float(logits.detach())
             y = targets.detach().reshape(-1).long()
-            self.evals.append((step, class_stats(x.argmax(1), y, log_p_target(x, y), self.C)[0]))
+            self.evals.append((step, class_stats(x.argmax(1), y, neg_sample_loss(x, y, self.loss), self.C)[0]))
 
     def take(self, columns: int) -> ChunkResult | None:
         """The complete updates' rows (and held-out rows) and an empty log after them;
@@ -88,9 +89,9 @@ class UpdateLog:
                 sizes = torch.tensor([t.numel() for t in self.targets[:n]], device=y.device)
                 which = torch.repeat_interleave(torch.arange(n, device=y.device), sizes)
                 x = as_float(torch.cat(self.outputs[:n]))
-                known = self.log_p[:n]
+                known = self.neg_loss[:n]
                 lp = (torch.cat(known).to(x.dtype) if all(v is not None for v in known)
-                      else log_p_target(x, y))
+                      else neg_sample_loss(x, y, self.loss))
                 raw = class_stats(x.argmax(1), y, lp, self.C, n, which)
                 norms = self.grad_norms[:n]
                 gn = (torch.stack(norms).to(raw) if all(v is not None for v in norms)

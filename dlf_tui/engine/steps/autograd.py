@@ -15,7 +15,7 @@ from dlf_tui.core.config import Config
 from dlf_tui.engine.data import Dataset
 from dlf_tui.engine.images import crop_flip, random_ints
 from dlf_tui.engine.steps.base import Stepper, stats_width
-from dlf_tui.engine.loss import weighted_nll
+from dlf_tui.engine.loss import neg_sample_loss, weighted_loss
 
 
 class AutogradStep(Stepper):
@@ -132,17 +132,16 @@ class AutogradStep(Stepper):
     def _forward_stats(self, X: torch.Tensor, Yl: torch.Tensor, Y1: torch.Tensor,
                        idx: torch.Tensor | None, r: torch.Tensor | None,
                        gam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss mean_n Γ[y_n]·CE_n of rows ``idx`` (None = all) and their
-        (3, C) statistics [Σ log p(y) | correct | count] per class."""
+        """The loss mean_n Γ[y_n]·ℓ_n (ℓ = CE or squared error) of rows ``idx``
+        (None = all) and their (3, C) statistics [Σ −ℓ | correct | count] per class."""
         if idx is None:
             x, y, Y = X, Yl, Y1
         else:
             x, y, Y = X[idx], Yl[idx], Y1[idx]
         logits = self._logits(x, r, self.net)
-        lp = logits.log_softmax(1)
-        lpy = lp.gather(1, y[:, None])[:, 0]
-        loss = weighted_nll(lpy, gam[y], self.loss_scale)
-        d = lpy.detach()
+        neg = neg_sample_loss(logits, y, self.loss)
+        loss = weighted_loss(neg, gam[y], self.loss_scale)
+        d = neg.detach()
         S = torch.stack([d, (logits.detach().argmax(1) == y).to(self.dtype), torch.ones_like(d)])
         return loss, S @ Y
 

@@ -3,9 +3,10 @@
 A stepper performs update ``i`` of the current chunk and writes the update's
 statistics into row ``i`` of a preallocated device buffer — no host sync:
 
-    row = [Σ_{n∈c} log p(y_n)  (C) | correct per class (C) | samples per class (C) | ‖g‖]
+    row = [Σ_{n∈c} −ℓ_n  (C) | correct per class (C) | samples per class (C) | ‖g‖]
 
-all from the forward pass the update already did (parameters *before* the
+with ℓ_n the sample's plain loss (``[loss] kind``): CE, so −ℓ_n = log p(y_n), or the
+squared error ‖f(x_n) − e_{y_n}‖²; all from the forward pass the update already did (parameters *before* the
 update).  The host turns a chunk of rows into F, CE and accuracies at flush time.
 
 A stepper is a checkpoint part like a torch module: ``state_dict()`` is what a
@@ -22,6 +23,7 @@ from torch import nn
 
 from dlf_tui.core.config import Config
 from dlf_tui.engine.data import Dataset, Split
+from dlf_tui.engine.loss import neg_sample_loss
 
 
 def stats_width(classes: int) -> int:
@@ -33,6 +35,7 @@ class Stepper:
 
     def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
         self.cfg = cfg
+        self.loss = cfg.loss.kind  # "ce" | "mse"
         self.model = model
         self.data = data
         self.C = data.classes
@@ -75,7 +78,7 @@ class Stepper:
 
     @torch.no_grad()
     def eval_stats(self, split: Split) -> torch.Tensor:
-        """(3, C): Σ log p(y) per class, correct per class, count per class.
+        """(3, C): Σ −ℓ per class, correct per class, count per class.
 
         In batches of ``data.eval_batch_size`` rows (a fixed size, so 10k test
         images fit in memory), accumulated on the device: no host sync.  The
@@ -88,11 +91,10 @@ class Stepper:
             for s in range(0, split.n, B):
                 x, y = split.x[s: s + B], split.y[s: s + B]
                 logits = self._eval_logits(x).to(self.dtype)
-                lp = logits.log_softmax(1)
+                neg = neg_sample_loss(logits, y, self.loss)
                 Yv = nn.functional.one_hot(y, self.C).to(self.dtype)
-                S = torch.stack([lp.gather(1, y[:, None])[:, 0],
-                                 (logits.argmax(1) == y).to(self.dtype),
-                                 torch.ones_like(lp[:, 0])])
+                S = torch.stack([neg, (logits.argmax(1) == y).to(self.dtype),
+                                 torch.ones_like(neg)])
                 out += S @ Yv
         finally:
             self.model.train(was_training)

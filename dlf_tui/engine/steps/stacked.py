@@ -2,8 +2,8 @@
 
 Both keep the members' parameters stacked along a leading member axis and write,
 per update ``i``, the single-run statistics row of every member into
-``buf[i, m]`` = [Σ log p(y) per class | correct per class | count per class | ‖g‖]
-(the layout of ``base.py``) — no host sync.  Each member has its own Γ row
+``buf[i, m]`` = [Σ −ℓ per class | correct per class | count per class | ‖g‖]
+(the layout of ``base.py``; ℓ = CE or the squared error, ``[loss] kind``) — no host sync.  Each member has its own Γ row
 and learning rate; the members must share the architecture and the data.
 
 - ``BatchedMLPStep``: full-batch GD on an MLP written out by hand, like
@@ -24,6 +24,7 @@ import copy
 import torch
 from torch import nn
 
+from dlf_tui.engine.loss import neg_sample_loss, weighted_loss
 from dlf_tui.engine.steps.select import table_rows
 
 _THRESHOLD_BACKWARD_OUT = torch.ops.aten.threshold_backward.grad_input
@@ -41,6 +42,7 @@ class _Stacked:
         self.rows = table_rows(rows, self.M * self.N)  # the (rows × M × N) weight table
         self.buf = torch.zeros(self.rows, self.M, 3 * self.C + 1, dtype=self.dtype, device=self.device)
         self.lr = torch.tensor([e.lr for e in engines], dtype=self.dtype, device=self.device)
+        self.loss = e0.cfg.loss.kind  # members of one stack share it (``loops.sweep.choose_mode``)
 
     def set_lrs(self, lrs: list[float]) -> None:
         self.lr.copy_(torch.tensor(lrs, dtype=self.dtype))
@@ -110,26 +112,40 @@ class BatchedMLPStep(_Stacked):
         torch.neg(self.lr, out=self.neglr[:, 0, 0])
 
     def _forward(self, A0: torch.Tensor, As: list, Zs: list, LT: torch.Tensor) -> torch.Tensor:
+        """The outputs (M, C, n) into ``LT``."""
         x = A0
         for l in range(self.L):
             torch.matmul(self.Wa[l], x, out=Zs[l])
             torch.clamp_min(Zs[l], 0.0, out=As[l][:, :-1])
             x = As[l]
-        torch.matmul(self.Wa[self.L], x, out=LT)
-        return LT.log_softmax(1)
+        return torch.matmul(self.Wa[self.L], x, out=LT)
+
+    def _neg_loss(self, LT: torch.Tensor, YT: torch.Tensor, lab: torch.Tensor,
+                  out: torch.Tensor) -> torch.Tensor:
+        """Per-sample −ℓ into ``out`` (M, 1, n); returns what the backward starts from:
+        the softmax (ce) or the error f − e_y (mse), both (M, C, n)."""
+        if self.loss == "mse":
+            err = LT - YT
+            out.copy_(err.square().sum(1, keepdim=True)).neg_()
+            return err
+        lp = LT.log_softmax(1)
+        torch.gather(lp, 1, lab, out=out)
+        return lp.exp_()
 
     def step(self, i: int) -> None:
         M, C = self.M, self.C
-        lp = self._forward(self.A0, self.A[1:], self.Z, self.LT)
-        torch.gather(lp, 1, self.lab, out=self.S0)
+        self._forward(self.A0, self.A[1:], self.Z, self.LT)
+        back = self._neg_loss(self.LT, self.YT, self.lab, self.S0)
         torch.amax(self.LT, 1, keepdim=True, out=self.mx)
         torch.gather(self.LT, 1, self.lab, out=self.lg)
         torch.ge(self.lg, self.mx, out=self.S1)
         row = self.buf[i]
         torch.matmul(self.S, self.Y, out=self.stat)
         row[:, : 3 * C] = self.stat.view(M, 3 * C)
-        # dF/dlogits = (softmax − Y)·Γ[y]/N
-        d = torch.sub(lp.exp_(), self.YT, out=self.d).mul_(self.wtab[i])
+        if self.loss == "mse":  # dF/df = 2(f − Y)·Γ[y]/N
+            d = torch.mul(back, self.wtab[i], out=self.d).mul_(2.0)
+        else:  # dF/dlogits = (softmax − Y)·Γ[y]/N
+            d = torch.sub(back, self.YT, out=self.d).mul_(self.wtab[i])
         for l in range(self.L, -1, -1):
             torch.matmul(d, self.AT[l], out=self.gWa[l])
             if l:
@@ -150,10 +166,13 @@ class BatchedMLPStep(_Stacked):
         As = [torch.ones(M, a.shape[1], n, dtype=dt, device=dev) for a in self.A[1:]]
         Zs = [torch.empty(M, a.shape[1] - 1, n, dtype=dt, device=dev) for a in self.A[1:]]
         LT = torch.empty(M, self.C, n, dtype=dt, device=dev)
-        lp = self._forward(A0, As, Zs, LT)
+        self._forward(A0, As, Zs, LT)
         lab = split.y.view(1, 1, n).expand(M, 1, n)
         S = torch.ones(M, 3, n, dtype=dt, device=dev)
-        torch.gather(lp, 1, lab, out=S[:, 0:1])
+        YT = nn.functional.one_hot(split.y, self.C).to(dt).t()
+        neg = torch.empty(M, 1, n, dtype=dt, device=dev)
+        self._neg_loss(LT, YT, lab, neg)
+        S[:, 0:1] = neg
         S[:, 1:2] = torch.gather(LT, 1, lab) >= torch.amax(LT, 1, keepdim=True)
         return S @ nn.functional.one_hot(split.y, self.C).to(dt)
 
@@ -177,15 +196,14 @@ class VmapStep(_Stacked):
         self.params = {k: v.detach().clone() for k, v in params.items()}
         self.buffers = buffers
         base = copy.deepcopy(engines[0].model).to("meta")
-        C, dt = self.C, self.dtype
+        C, dt, kind = self.C, self.dtype, self.loss
         tr = engines[0].data.train
 
         def loss_stats(p, b, gam, x, y, Yh):
             logits = functional_call(base, (p, b), (x,))
-            lp = logits.log_softmax(1)
-            lpy = lp.gather(1, y[:, None])[:, 0]
-            loss = -(gam[y] * lpy).mean()
-            d = lpy.detach()
+            neg = neg_sample_loss(logits, y, kind)
+            loss = weighted_loss(neg, gam[y])
+            d = neg.detach()
             S = torch.stack([d, (logits.detach().argmax(1) == y).to(dt), torch.ones_like(d)])
             return loss, S @ Yh
 
