@@ -25,8 +25,10 @@ from dlf_tui.wire.client import Client
 
 
 class _Follower:
-    def __init__(self, total: int, start_step: int, tty: bool, console: Console):
+    def __init__(self, total: int, start_step: int, tty: bool, console: Console,
+                 loss_column: str = series.LOSS_CE):
         self.total = total
+        self.loss, self.label = loss_column, series.LOSS_LABEL[loss_column]  # CE or MSE
         self.tty = tty
         self.console = console
         self.step = start_step
@@ -41,7 +43,7 @@ class _Follower:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]:>8} upd/s"), TimeRemainingColumn(),
-                TextColumn("F {task.fields[F]}  CE {task.fields[CE]}  acc {task.fields[acc]}"),
+                TextColumn("F {task.fields[F]}  " + self.label + " {task.fields[CE]}  acc {task.fields[acc]}"),
                 console=self.console, transient=False, refresh_per_second=8)
             self.progress.__enter__()
             self.task = self.progress.add_task("training", total=self.total, completed=self.step,
@@ -62,7 +64,7 @@ class _Follower:
         if self.progress is not None:
             self.progress.update(self.task, completed=self.step, rate=f"{self.rate:,.0f}",
                                  F=f"{self.last[series.LOSS_DYNAMICAL]:.4g}",
-                                 CE=f"{self.last[series.LOSS_CE]:.4g}",
+                                 CE=f"{self.last[self.loss]:.4g}",
                                  acc=f"{self.last[series.ACCURACY]:.3f}")
             return
         # plain output: one line per period (T+1 updates), and a first line early
@@ -75,7 +77,7 @@ class _Follower:
                 self.next_line = s + int(row[pi]) + 1
                 r = dict(zip(cols, (float(v) for v in row)))
                 print(f"update {s}/{self.total}  period {math.ceil(s / (r[series.PERIOD] + 1))}  "
-                      f"F {r[series.LOSS_DYNAMICAL]:.5g}  CE {r[series.LOSS_CE]:.5g}  "
+                      f"F {r[series.LOSS_DYNAMICAL]:.5g}  {self.label} {r[self.loss]:.5g}  "
                       f"acc {r[series.ACCURACY]:.3f}  {self.rate:,.0f} upd/s", flush=True)
 
     SHOWN = ("set", "static_tail", "diverged", "rollback", "edge_of_stability", "error")
@@ -119,7 +121,8 @@ def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1) -> int:
 
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with _Follower(total, hello.metrics_rows, tty, console) as f:
+        with _Follower(total, hello.metrics_rows, tty, console,
+                       series.plain_loss(list(hello.metrics_columns))) as f:
             for msg in client.messages():
                 if isinstance(msg, protocol.Metrics):
                     f.metrics(msg)
@@ -153,11 +156,13 @@ def _summary(run: runs.Run, wall: float, interrupted: bool) -> None:
         print(f"  reason: {st['reason']}")
     if last:
         C = series.classes_of(list(last))
+        loss = series.plain_loss(list(last))
         per = " ".join(f"{last[series.accuracy_class(i)]:.3f}" for i in range(C))
         print(f"  update {int(last[series.STEP])}/{st.get('total', '?')}: "
-              f"F {last[series.LOSS_DYNAMICAL]:.5g}  CE {last[series.LOSS_CE]:.5g}  "
+              f"F {last[series.LOSS_DYNAMICAL]:.5g}  {series.LOSS_LABEL[loss]} {last[loss]:.5g}  "
               f"accuracy {last[series.ACCURACY]:.4f}  (per class {per})")
     if lastv:
-        print(f"  held-out at update {int(lastv[series.STEP])}: CE {lastv[series.VAL_LOSS_CE]:.5g}  "
+        vloss = series.plain_loss(list(lastv), held_out=True)
+        print(f"  held-out at update {int(lastv[series.STEP])}: {series.LOSS_LABEL[vloss]} {lastv[vloss]:.5g}  "
               f"accuracy {lastv[series.VAL_ACCURACY]:.4f}")
     print(f"  run directory: {run.path}")

@@ -321,9 +321,12 @@ def apply_overrides(cfg: Config, items: list[str] | tuple[str, ...], source: str
             value = check_value(section, name, value)
             cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
             cfg = resolve_entries(cfg, Path.cwd())  # --set paths are relative to here
-            check_whole(cfg)
         except ConfigError as err:
             raise ConfigError(f"{source} {printable(item)[:80]}: {err}") from None
+    try:  # once all are in: the order of the items does not matter
+        check_whole(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
     return cfg
 
 

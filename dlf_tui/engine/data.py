@@ -90,22 +90,25 @@ class Dataset:
 
 
 
-def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
+def select(cfg: DataConfig, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray | None,
+           yte: np.ndarray | None, C: int, what: str = "images"
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(train x, y, held-out x, y) of a data set with a training and a test split
+    (``xte`` None: none), as ``data.val_split``, ``val_fraction``, ``subset_per_class`` and
+    ``val_subset_per_class`` say (drawn with ``data.seed``).  SetupError when they ask
+    for more than there is."""
     from dlf_tui.engine import images
 
-    # DataUnavailable is a SetupError: the engine reports it in one line
-    xtr, ytr, xte, yte, names = images.read(cfg.name, cfg.root, cfg.download, cfg.verify)
-    C = len(names)
-    mean, std = images.channel_stats(xtr)  # the whole official training set
     try:
-        if cfg.val_split == "holdout":
+        if cfg.val_split == "holdout" or (cfg.val_split == "test" and xte is None):
             if cfg.val_fraction <= 0:
-                raise ValueError("data.val_fraction must be > 0 with data.val_split = \"holdout\"")
+                raise ValueError(f"data.val_fraction must be > 0 to hold out part of {cfg.name}'s "
+                                 f"training set")
             rng = np.random.RandomState(cfg.seed)
             counts = np.bincount(ytr, minlength=C)
             hold = {c: max(1, int(round(cfg.val_fraction * counts[c]))) for c in range(C)}
             # one permutation per class: the first ``hold`` are held out, training
-            # images are drawn from the rest
+            # samples are drawn from the rest
             orders = [np.flatnonzero(ytr == c)[rng.permutation(counts[c])] for c in range(C)]
             val_idx = np.sort(np.concatenate([o[: hold[c]] for c, o in enumerate(orders)]))
             pool = [o[hold[c]:] for c, o in enumerate(orders)]
@@ -113,7 +116,7 @@ def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
             for c, p in enumerate(pool):
                 if k and p.size < k:
                     raise ValueError(f"data.subset_per_class = {k}: class {c} has only {p.size} "
-                                     f"training images after the hold-out")
+                                     f"training {what} after the hold-out")
             tr_idx = np.sort(np.concatenate([p[:k] if k else p for p in pool]))
             xval, yval = xtr[val_idx], ytr[val_idx]
             xtr, ytr = xtr[tr_idx], ytr[tr_idx]
@@ -138,7 +141,18 @@ def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
         raise SetupError(str(err)) from None
     if cfg.batch_size > len(ytr):
         raise SetupError(f"data.batch_size = {cfg.batch_size}: larger than the training set "
-                           f"({len(ytr)} images)")
+                         f"({len(ytr)} {what})")
+    return xtr, ytr, xval, yval
+
+
+def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
+    from dlf_tui.engine import images
+
+    # DataUnavailable is a SetupError: the engine reports it in one line
+    xtr, ytr, xte, yte, names = images.read(cfg.name, cfg.root, cfg.download, cfg.verify)
+    C = len(names)
+    mean, std = images.channel_stats(xtr)  # the whole official training set
+    xtr, ytr, xval, yval = select(cfg, xtr, ytr, xte, yte, C)
     aug = images.SOURCES[cfg.name].augment if cfg.augment == "auto" else cfg.augment
     spec = ImageSpec(tuple(float(v) for v in mean), tuple(float(v) for v in std),
                      crop="crop" in aug and cfg.crop_padding > 0, flip="flip" in aug,
@@ -149,7 +163,33 @@ def load_images(cfg: DataConfig, device: torch.device) -> Dataset:
 
     train = split(xtr, ytr)
     val = split(xval, yval) if xval is not None and len(yval) else None
-    return Dataset(train, val, C, tuple(int(v) for v in xtr.shape[1:]), spec)
+    return Dataset(train, val, C, tuple(int(v) for v in xtr.shape[1:]), spec, names=tuple(names))
+
+
+def load_vectors(cfg: DataConfig, device: torch.device, dtype: torch.dtype) -> Dataset:
+    """MNIST-1D (generated: seed 42 + data.seed, 0 = the published data set) or
+    scikit-learn's digits (no test split of its own: ``val_split = "test"`` holds out
+    ``val_fraction`` of each class)."""
+    if cfg.name == "mnist1d":
+        from dlf_tui.engine import mnist1d
+
+        d = mnist1d.generate(mnist1d.SEED + cfg.seed)
+        xtr, ytr, xte, yte, names = d.x_train, d.y_train, d.x_test, d.y_test, d.class_names
+    else:
+        from dlf_tui.engine import digits
+
+        (xtr, ytr), xte, yte, names = digits.read(), None, None, digits.CLASS_NAMES
+    C = len(names)
+    xtr, ytr, xval, yval = select(cfg, xtr, ytr, xte, yte, C, what="samples")
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(torch.as_tensor(x, dtype=dtype, device=device), torch.as_tensor(y, device=device))
+
+    val = split(xval, yval) if xval is not None and len(yval) else None
+    return Dataset(split(xtr, ytr), val, C, int(xtr.shape[1]), names=tuple(names))
+
+
+VECTOR_SETS = ("mnist1d", "digits")
 
 
 def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype, code=None) -> Dataset:
@@ -163,6 +203,8 @@ def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype, code=None) -
         raise SetupError("data.name = external: this run records your own training loop "
                          "(dlf_tui.live); continue it from your script with "
                          "Run(..., resume='latest'), not with the engine")
+    if cfg.name in VECTOR_SETS:
+        return load_vectors(cfg, device, dtype)
     if cfg.name != "spiral":
         return load_images(cfg, device)
 

@@ -166,7 +166,8 @@ class UserCode:
     def _failed(self, where: str, what: str, err: BaseException) -> UserCodeError:
         log.error("%s: %s raised:\n%s", where, what,
                   "".join(traceback.format_exception(type(err), err, err.__traceback__)))
-        return UserCodeError(f"{where}: {what} raised {raised(err)} (traceback in engine.log)")
+        log_file = self.dir / "engine.log" if self.dir is not None else "the engine's log"
+        return UserCodeError(f"{where}: {what} raised {raised(err)} (traceback in {log_file})")
 
 
 def _module_name(path: Path) -> str:

@@ -17,10 +17,10 @@ def csv_columns(metric_cols: list[str], eval_cols: list[str]) -> tuple[list[str]
     """(fixed head, validation columns, other per-update columns).
 
     The CSV header is ``head + validation + rest``: ``step, loss_dynamical,
-    loss_ce, accuracy, accuracy_class_*, gamma_*, amplitude, period, lr``, then
+    loss_ce (loss_mse for an MSE run), accuracy, accuracy_class_*, gamma_*, amplitude, period, lr``, then
     the validation columns where the run has them, then grad_norm and the like."""
     C = series.classes_of(metric_cols)
-    head = ([series.STEP, series.LOSS_DYNAMICAL, series.LOSS_CE, series.ACCURACY]
+    head = ([series.STEP, series.LOSS_DYNAMICAL, series.plain_loss(metric_cols), series.ACCURACY]
             + [series.accuracy_class(i) for i in range(C)]
             + [series.gamma(i) for i in range(C)] + [series.AMPLITUDE, series.PERIOD, series.LR])
     vals = [c for c in eval_cols if c != series.STEP]
@@ -130,7 +130,7 @@ def write_sweep_csv(sweep: sweeps.Sweep, path: Path) -> tuple[int, int, Path]:
                        + [repr(sweep.threshold)])
     with open(mpath, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["member"] + keys + ["seed", "state", "step", "loss_dynamical", "loss_ce",
+        w.writerow(["member"] + keys + ["seed", "state", "step", "loss_dynamical", "loss_plain",
                                         "train_accuracy", "val_accuracy"])
         for m in sweep.members:
             raw = m.run.raw_state()
@@ -138,6 +138,7 @@ def write_sweep_csv(sweep: sweeps.Sweep, path: Path) -> tuple[int, int, Path]:
             last, ev = m.run.last_row(), m.run.last_row(series.EVAL)
             step = str(int(last[series.STEP])) if series.STEP in last else ""
             w.writerow([m.id] + [_value(v) for v in m.cell] + [m.seed, state, step]
-                       + [_num(last.get(k)) for k in (series.LOSS_DYNAMICAL, series.LOSS_CE, series.ACCURACY)]
+                       + [_num(last.get(k)) for k in (series.LOSS_DYNAMICAL, series.plain_loss(list(last)),
+                                                      series.ACCURACY)]
                        + [_num(ev.get(series.VAL_ACCURACY))])
     return len(rows), len(sweep.members), mpath

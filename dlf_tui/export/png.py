@@ -87,7 +87,8 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
                 ax.legend(loc="upper right", fontsize=6, ncol=min(C, 5))
         elif p == "F":
             ax.plot(x, col[series.LOSS_DYNAMICAL], lw=0.8, label="F")
-            ax.plot(x, col[series.LOSS_CE], lw=0.8, alpha=0.7, label="CE")
+            plain = series.plain_loss(list(col))
+            ax.plot(x, col[plain], lw=0.8, alpha=0.7, label=series.LOSS_LABEL[plain])
             ax.set_yscale("log")
             ax.set_ylabel("loss")
             ax.legend(loc="upper right", fontsize=6)

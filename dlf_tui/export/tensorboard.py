@@ -41,11 +41,13 @@ ROWS_AT_ONCE = 65536  # metrics rows read from disk at a time
 
 # Tags.  Metrics: one point per update; eval and diag: one per evaluation / diagnostic.
 TAGS = {
-    series.LOSS_DYNAMICAL: "loss/F", series.LOSS_CE: "loss/CE", series.ACCURACY: "accuracy/train",
+    series.LOSS_DYNAMICAL: "loss/F", series.LOSS_CE: "loss/CE", series.LOSS_MSE: "loss/MSE",
+    series.ACCURACY: "accuracy/train",
     series.AMPLITUDE: "schedule/amplitude", series.PERIOD: "schedule/period", series.LR: "schedule/lr",
     series.GRAD_NORM: "gradient/norm",
 }
-EVAL_TAGS = {series.VAL_LOSS_CE: "held_out/CE", series.VAL_ACCURACY: "held_out/accuracy"}
+EVAL_TAGS = {series.VAL_LOSS_CE: "held_out/CE", series.VAL_LOSS_MSE: "held_out/MSE",
+             series.VAL_ACCURACY: "held_out/accuracy"}
 STABILITY = "landscape/2_over_lr"  # 2/η at each diagnostic: GD is stable while λ_max < 2/η
 EVENTS_TAG, CONFIG_TAG = "events", "config"
 TRAIN_METRIC, HELD_OUT_METRIC = TAGS[series.ACCURACY], EVAL_TAGS[series.VAL_ACCURACY]
@@ -79,7 +81,8 @@ def diag_tag(col: str) -> str:
 
 
 LAYOUT = {  # custom scalars: (chart, tags or regexes) shown where the run has the first tag
-    "dlf-tui": [("F and CE", [TAGS[series.LOSS_DYNAMICAL], TAGS[series.LOSS_CE]]),
+    "dlf-tui": [("F and the plain loss", [TAGS[series.LOSS_DYNAMICAL], TAGS[series.LOSS_CE],
+                                          TAGS[series.LOSS_MSE]]),
                 ("accuracy: train and held-out", [TRAIN_METRIC, HELD_OUT_METRIC]),
                 ("Γ_i", [r"gamma/\d+"]),
                 ("accuracy per class", [r"accuracy/class_\d+"]),
@@ -268,7 +271,7 @@ def _events(f: EventFile, tb: SimpleNamespace, run: runs.Run, clock) -> int:
 
 
 def _layout(run: runs.Run) -> dict:
-    have = {TAGS[series.LOSS_DYNAMICAL], TAGS[series.LOSS_CE], TRAIN_METRIC, r"gamma/\d+",
+    have = {TAGS[series.LOSS_DYNAMICAL], TAGS[series.plain_loss(run.columns())], TRAIN_METRIC, r"gamma/\d+",
             r"accuracy/class_\d+"}
     if run.rows(series.EVAL):
         have.add(HELD_OUT_METRIC)

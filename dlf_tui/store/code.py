@@ -80,8 +80,8 @@ def trust_problem(run_dir: Path) -> str:
     for e in saved_entries(run_dir):
         state = e.origin_state()
         if state != "same":
-            why = "is not on this machine" if state == "missing" else "differs from the saved copy"
-            return (f"{e.role} entry {e.spec}: {e.origin} {why}; resuming would run "
-                    f"{Path(run_dir) / e.copy}, which came with the run directory "
-                    f"(read it, then pass --trust-code)")
+            why = "is not on this machine" if state == "missing" else "has changed since"
+            return (f"resuming runs the {e.role} code saved in the run directory "
+                    f"({Path(run_dir) / e.copy}), and {e.origin} {why}: read the copy, "
+                    f"then pass --trust-code")
     return ""

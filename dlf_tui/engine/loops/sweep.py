@@ -47,6 +47,7 @@ from dlf_tui.engine.recorder import Recorder
 from dlf_tui.engine.runtime import on_stop_signals
 from dlf_tui.engine.steps import ckernel
 from dlf_tui.engine.steps import select as steppers
+from dlf_tui.engine import data as datamod
 from dlf_tui.engine.steps.stacked import BatchedMLPStep, VmapStep
 from dlf_tui.engine.trainer import Chunk, Trainer
 from dlf_tui.store import run as runs, sweep as sweeps
@@ -121,8 +122,10 @@ class MemberRun:
 
 def ensemble_ready(cfg) -> bool:
     """True if a member with this config can train in an ensemble (threads, batched, vmap):
-    full-batch GD on an MLP over the spiral (what ``steppers.wants_fused`` accepts)."""
-    return cfg.data.name == "spiral" and steppers.wants_fused(cfg, SimpleNamespace(image=None))
+    full-batch GD on an MLP over vector data: the spiral, MNIST-1D, digits (what
+    ``steppers.wants_fused`` accepts)."""
+    return (cfg.data.name in ("spiral", *datamod.VECTOR_SETS)
+            and steppers.wants_fused(cfg, SimpleNamespace(image=None)))
 
 
 def choose_mode(members: list[MemberRun], wanted: str = "auto") -> tuple[str, str]:
