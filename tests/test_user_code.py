@@ -187,6 +187,7 @@ def test_a_user_cnn_on_a_dataset_with_mse_and_hessian_diagnostics(project, tmp_p
             "--set", f"model.kind={project / 'model.py'}:cnn", "--set", "model.args={width=3}",
             "--set", f"data.name={project / 'data.py'}:images", "--set", "loss.kind=mse",
             "--set", "diagnostics.enabled=true", "--set", "diagnostics.every=20",
+            "--set", "diagnostics.ntk_every=30", "--set", "diagnostics.ntk_size=8",
             "--set", "optim.name=gd", "--set", "optim.momentum=0.0")
     assert r.exit_code == 0, r.output
     run = only_run(rdir)
@@ -195,7 +196,24 @@ def test_a_user_cnn_on_a_dataset_with_mse_and_hessian_diagnostics(project, tmp_p
     m = run.read()
     assert np.isfinite(m[:, cols.index("loss_mse")]).all()
     diag = run.read("diag")
-    assert len(diag) == 3 and np.isfinite(diag[:, 1]).all() and (diag[:, 1] > 0).all()
+    assert len(diag) == 4 and (diag[:, 1][np.isfinite(diag[:, 1])] > 0).all()
+    dcols = run.columns("diag")
+    assert np.isfinite(diag[:, dcols.index("hessian_lambda_max")]).sum() == 3  # updates 20, 40, 60
+    assert np.isfinite(diag[:, dcols.index("ntk_lambda_max")]).sum() == 2  # updates 30, 60
+
+
+def test_two_ranks_train_a_user_model_with_mse_as_one_process_does(project, tmp_path):
+    runs_of = {}
+    for n in (1, 2):
+        rdir = tmp_path / f"runs{n}"
+        r = cli("run", project / "mine.toml", "--runs-dir", rdir, "--steps", "120",
+                "--set", "loss.kind=mse", "--nproc", n)
+        assert r.exit_code == 0, r.output
+        runs_of[n] = only_run(rdir)
+    one, two = runs_of[1], runs_of[2]
+    assert one.columns() == two.columns() and "loss_mse" in one.columns()
+    np.testing.assert_allclose(two.read(), one.read(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(two.read("eval"), one.read("eval"), rtol=0, atol=1e-10)
 
 
 def test_a_sweep_of_user_entries_over_two_seeds(project, tmp_path):
