@@ -26,6 +26,8 @@ from dlf_tui.core.sections import (  # noqa: F401 - the sections are used as con
     Config,
     DataConfig,
     DiagnosticsConfig,
+    ForkConfig,
+    LossConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -311,6 +313,8 @@ def apply_overrides(cfg: Config, items: list[str] | tuple[str, ...], source: str
             section, dot, name = key.partition(".")
             if not dot or not name:
                 raise ConfigError(f"{key}: expected section.key (e.g. schedule.amplitude)")
+            if section == "fork":
+                raise ConfigError(f"{key}: [fork] is written by `dlf-tui fork`, not set")
             name, dot, arg = name.partition(".")
             value = parse_scalar(raw)
             if dot:  # model.args.depth=3: one key of an args table
@@ -375,9 +379,9 @@ def parse_axis(item: str, source: str = "--set") -> Axis:
     key, raw = split_assignment(item, source)
     where = f"{source} {printable(item)[:80]}"
     section, dot, name = key.partition(".")
-    if not dot or not name or section not in SECTIONS or section == "sweep":
+    if not dot or not name or section not in SECTIONS or section in ("sweep", "fork"):
         raise ConfigError(f"{where}: expected section.key of "
-                          f"{', '.join('[' + s + ']' for s in SECTIONS if s != 'sweep')}")
+                          f"{', '.join('[' + s + ']' for s in SECTIONS if s not in ('sweep', 'fork'))}")
     if key == "run.seed":
         raise ConfigError(f"{where}: seeds are not an axis: use --seeds N (run.seed is the first)")
     values = []
@@ -442,6 +446,7 @@ LIVE_PARAMS: dict[str, tuple[str, str]] = {
     "amplitude": ("schedule", "amplitude"),
     "period": ("schedule", "period"),
     "lr": ("optim", "lr"),
+    "pace": ("run", "pace"),
     "diagnostics": ("diagnostics", "enabled"),
     "diagnostics_every": ("diagnostics", "every"),
     "ntk_every": ("diagnostics", "ntk_every"),

@@ -106,6 +106,7 @@ class RunConfig:
     amp: str = _f("off", "choice:off,bf16", "autocast the forward pass to bfloat16 (autograd stepper)")
     channels_last: bool = _f(False, None, "conv models: channels-last memory format")
     compile: bool = _f(False, None, "torch.compile the model's step (autograd stepper; first updates are slow)")
+    pace: float = _f(0.0, ">=0,<=1e9", "updates per second at most (0 = as fast as possible); pace only waits: the trajectory is the same")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,14 @@ class DiagnosticsConfig:
     k: int = _f(1, ">=1", "how many top eigenvalues")
     ntk_every: int = _f(0, ">=0", "NTK λ_max every N updates (0 = off)")
     ntk_size: int = _f(100, ">=1", "samples in the fixed NTK subset")
+
+
+@dataclass(frozen=True)
+class ForkConfig:
+    """Written by ``dlf-tui fork`` (``store/fork.py``): where a fork's parameters came from."""
+
+    parent: str = _f("", None, "the run directory this run was forked from (\"\" = not a fork)")
+    at: int = _f(0, ">=0", "the update it was forked at: its updates 1…at are the parent's")
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    fork: ForkConfig = field(default_factory=ForkConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -149,6 +159,7 @@ SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "run": RunConfig,
     "diagnostics": DiagnosticsConfig,
+    "fork": ForkConfig,
     "sweep": SweepConfig,
 }
 TOP_KEYS = ("name", "description")

@@ -12,6 +12,7 @@ With ``--nproc N`` this process is rank 0 and starts ranks 1 … N−1 itself
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dlf_tui.engine")
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    ap.add_argument("--fork", action="store_true",
+                    help="a fork's directory (dlf-tui fork): reach its fork update first")
+    ap.add_argument("--edits", default="{}",
+                    help="live edits (JSON) applied from the first update trained (resume --set)")
     ap.add_argument("--nproc", type=int, default=1,
                     help="train with N processes (DistributedDataParallel); this one is rank 0")
     ap.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)  # set by rank 0
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.nproc > 1:
             group = distributed.launch(run_dir, args.nproc, children)
-        engine = SingleRun(run_dir, resume=args.resume, dist=group)
+        engine = SingleRun(run_dir, resume=args.resume, dist=group, fork=args.fork,
+                           edits=_edits(args.edits))
     except (SetupError, RunError, OSError) as err:
         logging.getLogger("dlf_tui.engine").error("cannot start: %s", err)
         if group is not None:
@@ -96,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         return engine.run()
     finally:
         engine.close()
+
+
+def _edits(text: str) -> dict:
+    try:
+        edits = json.loads(text)
+    except ValueError:
+        edits = None
+    if not isinstance(edits, dict):
+        raise SetupError(f"--edits {text[:60]}: needs a JSON object")
+    return edits
 
 
 def _other_rank(run_dir: Path, rank: int, world: int, resume: bool) -> int:

@@ -6,6 +6,7 @@ line why it failed.  No torch here (the CLI and the UI start engines).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -26,12 +27,19 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
                                 start_new_session=True, close_fds=True)
 
 
-def spawn_run_engine(run: Run, resume: bool = False, nproc: int = 1) -> subprocess.Popen:
+def spawn_run_engine(run: Run, resume: bool = False, nproc: int = 1, fork: bool = False,
+                     edits: dict | None = None) -> subprocess.Popen:
     """Start ``python -m dlf_tui.engine RUN_DIR``; its output goes to ``engine.log``.
-    With ``nproc`` > 1 it is rank 0 of a data-parallel run and starts the other ranks."""
+    With ``nproc`` > 1 it is rank 0 of a data-parallel run and starts the other ranks.
+    ``fork``: the directory is a fork (``store/fork.py``); ``edits``: live edits from the
+    first update it trains (``resume --set``)."""
     args = [sys.executable, "-m", "dlf_tui.engine", str(run.path)]
     if resume:
         args.append("--resume")
+    if fork:
+        args.append("--fork")
+    if edits:
+        args += ["--edits", json.dumps(edits)]
     if nproc != 1:
         args += ["--nproc", str(nproc)]
     return _spawn(args, run.file(LOG))

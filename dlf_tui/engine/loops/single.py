@@ -21,6 +21,7 @@ from dlf_tui.core import states
 from dlf_tui.core.errors import SetupError, one_line
 from dlf_tui.engine.control import Control
 from dlf_tui.engine.diagnostics.monitor import Monitor
+from dlf_tui.engine.loops.pace import Pace
 from dlf_tui.engine.recorder import ChunkResult, Recorder
 from dlf_tui.engine.runtime import on_stop_signals
 from dlf_tui.engine.trainer import Trainer
@@ -34,12 +35,15 @@ LIVE_EDITS = {"amplitude": "set_amplitude", "period": "set_period", "lr": "set_l
 
 
 class SingleRun:
-    def __init__(self, run_dir: Path, resume: bool = False, serve: bool = True, dist=None):
+    def __init__(self, run_dir: Path, resume: bool = False, serve: bool = True, dist=None,
+                 fork: bool = False, edits: dict[str, Any] | None = None):
         """``serve=False``: no control socket (a sweep member trained alone).
-        ``dist``: rank 0 of a run across several processes (a ``distributed.Group``)."""
+        ``dist``: rank 0 of a run across several processes (a ``distributed.Group``).
+        ``fork``: the directory is a fork (``store/fork.py``): reach its first update.
+        ``edits``: live edits applied once started or resumed (``resume --set``)."""
         self.dir = Path(run_dir)
         self.dist = dist
-        self.trainer = tr = Trainer.open(self.dir, dist, resume)
+        self.trainer = tr = Trainer.open(self.dir, dist, resume or fork)
         self.cfg = cfg = tr.cfg
         self.rate = 0.0
         self._first_chunk, self._busy_n, self._busy_s = True, 0, 0.0  # the steady rate
@@ -55,9 +59,15 @@ class SingleRun:
                                alone=dist.alone if dist is not None else contextlib.nullcontext)
         # test hook: raise inside the loop once this update is reached (crash handling tests)
         self._fault_at = int(os.environ.get("DLF_TUI_FAULT_AT_STEP", "0") or 0)
+        self.pace = Pace(cfg.run.pace)
+        self.edits = dict(edits or {})
         for note in tr.code.notes:  # e.g. a user's file changed since the run started
             self.recorder.event("code", note)
-        if resume:
+        if fork:
+            from dlf_tui.engine.loops.fork import reach_fork_point
+
+            reach_fork_point(self)
+        elif resume:
             self.resume()
         elif self.recorder.metrics.rows:
             raise SetupError(f"{self.dir} already holds {self.recorder.metrics.rows} updates; "
@@ -72,14 +82,16 @@ class SingleRun:
         return doc
 
     def params(self) -> dict[str, Any]:
-        return {**self.trainer.params(), **self.monitor.options()}
+        return {**self.trainer.params(), **self.monitor.options(), "pace": self.pace.rate}
 
     def hello(self) -> protocol.Hello:
         return self.recorder.hello(cfgmod.to_dict(self.cfg), self.params())
 
     # -- what the Control asks -------------------------------------------------------------------
     def edit(self, name: str, value: Any) -> None:
-        if name in LIVE_EDITS:
+        if name == "pace":
+            self.pace.set(value)
+        elif name in LIVE_EDITS:
             getattr(self.trainer, LIVE_EDITS[name])(value)
         else:  # diagnostics, diagnostics_every, ntk_every
             self.monitor.configure(**{name: value})
@@ -99,7 +111,8 @@ class SingleRun:
         except SetupError as err:
             raise SetupError(f"cannot resume: {err}") from None
         self.load(path)
-        self.recorder.event("resume", f"resumed from {path.name} at update {self.trainer.step}")
+        self.recorder.event("resume", f"resumed from {path.name} at update {self.trainer.step}",
+                            rewound_to=self.trainer.step)
 
     def rollback(self) -> dict:
         path = self.recorder.latest_checkpoint()
@@ -112,7 +125,7 @@ class SingleRun:
                                                  diag_rows=rec.diags.rows))
         step = self.trainer.step
         rec.event("rollback", f"rolled back to {path.name}: continuing from update {step + 1}",
-                  step=step + 1)
+                  step=step + 1, rewound_to=step)
         self.control.announce("rollback")
         return {"params": self.params(), "path": str(path)}
 
@@ -127,6 +140,8 @@ class SingleRun:
         where = str(tr.device) if self.dist is None else self.dist.describe()
         rec.event("start", f"started {self.cfg.name} on {where}, update {tr.step + 1}"
                   f" of {tr.total}", step=tr.step + 1)
+        if self.edits:  # resume --set: from the first update this engine trains
+            self.control.set_params(self.edits, source="resume")
         try:
             if self.dist is not None:
                 self.dist.lead(self)  # rank 0 of several: chunks planned here, run by every rank
@@ -160,15 +175,22 @@ class SingleRun:
         self.server.close(timeout=0.5)
 
     def _loop(self) -> None:
-        ctl, tr = self.control, self.trainer
+        ctl, tr, pace = self.control, self.trainer, self.pace
         while tr.step < tr.total:
             ctl.poll()
             if ctl.stop_requested:
                 break
             if ctl.paused:
+                pace.reset()
                 ctl.wait(0.5)
                 continue
-            self.train_chunk(self.chunk_len())
+            delay = pace.delay()
+            if delay > 0:  # ahead of the set pace: wait (a command ends the wait)
+                ctl.wait(min(delay, 0.25))
+                continue
+            pace.started()
+            result = self.train_chunk(pace.chunk(self.chunk_len(), self.cfg.run.flush_seconds))
+            pace.count(result.kept)
 
     def chunk_len(self) -> int:
         """Most updates the next chunk may hold: ``chunk_rows``, the end of the run,

@@ -73,7 +73,8 @@ class MemberRun:
         if resume:
             path = self.recorder.latest_checkpoint()
             self.recorder.load_checkpoint(path, tr.parts(), tr.device)
-            self.recorder.event("resume", f"resumed from {path.name} at update {tr.step}")
+            self.recorder.event("resume", f"resumed from {path.name} at update {tr.step}",
+                                rewound_to=tr.step)
         self.done = tr.step >= tr.total
         self.reason = ""
         self.chunk: Chunk | None = None
