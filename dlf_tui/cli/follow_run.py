@@ -91,10 +91,11 @@ class _Follower:
                 print(text, flush=True)
 
 
-def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1) -> int:
+def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1, fork: bool = False,
+                 edits: dict | None = None) -> int:
     console = Console(stderr=False)
     tty = sys.stdout.isatty()
-    proc = launch.spawn_run_engine(run, resume=resume, nproc=nproc)
+    proc = launch.spawn_run_engine(run, resume=resume, nproc=nproc, fork=fork, edits=edits)
     try:
         launch.wait_until_listening(run, proc)
         client = Client.connect(run.path)
