@@ -1,7 +1,7 @@
 """Checkpoints are data, never code: they are read with ``weights_only=True``.
 
 A checkpoint whose pickle would run code is refused in one line naming the
-file, by resume and by rollback, and the code never runs; a checkpoint written
+file, by resume, fork and rollback, and the code never runs; a checkpoint written
 by the code before the current format (version 1, ``tests/data/v1_run``, made by
 commit d6aac75) still resumes to the same numbers."""
 
@@ -66,6 +66,12 @@ def test_a_crafted_checkpoint_is_refused_by_resume_and_its_code_never_runs(tmp_p
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "not a checkpoint this engine reads" in p.stderr
+    assert not marker.exists()
+    # a fork from it: the child's engine refuses the copied checkpoint in one line
+    r = CliRunner().invoke(app, ["fork", str(run.path), "--at", "250",
+                                 "--runs-dir", str(tmp_path / "forks")])
+    assert r.exit_code == 2, r.output
+    assert "step-000000200.pt: not a checkpoint this engine reads" in r.stderr
     assert not marker.exists()
 
 

@@ -165,3 +165,35 @@ def test_a_set_pace_holds_and_keeps_the_trajectory(tmp_path):
         print(f"pace {pace}: {rate:.0f} updates/s")
         assert abs(rate - pace) < 0.1 * pace, rate
         assert np.array_equal(run.read(), full.read()[:steps], equal_nan=True)
+
+
+def test_forks_of_an_image_run_and_a_sweep_member(tmp_path):
+    """Mini-batch SGD with momentum on CIFAR-shaped files (the batch order and augmentation
+    generators come from the checkpoint), and a member of a real sweep."""
+    from .test_images import image_config, write_cifar
+
+    write_cifar(tmp_path / "data")
+    rdir = tmp_path / "runs"
+    img = runs.create_run(image_config(tmp_path / "data", "run.steps=60", "run.checkpoint_every=20",
+                                       "run.dtype=float64", "model.kind=mlp", "model.hidden=[8]"),
+                          rdir)
+    assert launch.spawn_run_engine(img).wait(120) == 0, launch.engine_failure(img)
+    r = cli("fork", img.id, "--at", 30, "--runs-dir", rdir)
+    assert r.exit_code == 0, r.output
+    child = only_child(rdir, img)
+    assert np.array_equal(child.read(), img.read(), equal_nan=True)
+
+    preset = tmp_path / "tiny.toml"
+    preset.write_text(config.to_toml(tiny_config("run.checkpoint_every=100", name="tiny")))
+    srdir = tmp_path / "sweeps"
+    assert cli("sweep", preset, "--seeds", 2, "--steps", 300, "--runs-dir", srdir).exit_code == 0
+    from dlf_tui.store import sweep as sweeps
+
+    [sw] = sweeps.list_sweeps(srdir)
+    member = sw.members[1].run
+    r = cli("fork", member.path, "--at", 150, "--set", "schedule.amplitude=1", "--runs-dir", rdir)
+    assert r.exit_code == 0, r.output
+    fork_of_member = [x for x in runs.list_runs(rdir) if x.config().fork.parent == str(member.path.resolve())]
+    assert len(fork_of_member) == 1
+    m = fork_of_member[0].read()
+    assert np.array_equal(m[:150], member.read()[:150]) and (col(fork_of_member[0], "amplitude")[150:] == 1).all()

@@ -358,3 +358,19 @@ async def test_the_dashboard_opens_a_user_model_run(project, tmp_path):
         await until(pilot, lambda: all(c.has_data for c in dash.charts if c.id != "sharpness"),
                     what="charts to fill")
         assert dash.query_one("#accuracy").points > 10
+
+
+def test_a_fork_of_a_user_run_runs_its_saved_code_only_when_trusted(project, tmp_path):
+    rdir = tmp_path / "runs"
+    assert cli("run", project / "mine.toml", "--runs-dir", rdir).exit_code == 0
+    parent = only_run(rdir)
+    r = cli("fork", parent.id, "--at", 150, "--runs-dir", rdir)
+    assert r.exit_code == 0, r.output
+    [child] = [x for x in runs.list_runs(rdir) if x.id != parent.id]
+    assert np.array_equal(child.read(), parent.read(), equal_nan=True)
+    assert codestore.saved_entries(child.path) == codestore.saved_entries(parent.path)
+    (project / "data.py").write_text(DATA_PY + "\n# edited\n")
+    r = cli("fork", parent.id, "--at", 150, "--runs-dir", rdir)
+    assert r.exit_code == 2 and "forking runs the data code saved" in r.stderr
+    assert len(runs.list_runs(rdir)) == 2  # nothing created
+    assert cli("fork", parent.id, "--at", 150, "--runs-dir", rdir, "--trust-code").exit_code == 0

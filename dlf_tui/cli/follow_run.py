@@ -100,8 +100,10 @@ def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1, fork: bool
         launch.wait_until_listening(run, proc)
         client = Client.connect(run.path)
     except (RunError, ClientError) as err:
+        if proc.wait() == 0:  # a short run can be over before a client connects
+            _summary(run, 0.0, False)
+            return 0
         print(f"error: {err}", file=sys.stderr)
-        proc.wait()
         return 2 if proc.returncode == 2 else 1
     hello = client.hello
     total = int(hello.params.get("total", 0))
