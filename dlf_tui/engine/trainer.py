@@ -32,6 +32,7 @@ from dlf_tui.engine.steps import select as steppers
 from dlf_tui.engine.user_code import UserCode
 
 log = logging.getLogger("dlf_tui.engine")
+LIVE_EDITS = {"amplitude": "set_amplitude", "period": "set_period", "lr": "set_lr"}  # → Trainer method
 
 
 class Interrupts(Protocol):

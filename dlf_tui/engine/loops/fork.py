@@ -19,6 +19,7 @@ import numpy as np
 from dlf_tui.core.errors import SetupError
 from dlf_tui.core.schedule import Schedule
 from dlf_tui.engine.recorder import load_parts, read_checkpoint
+from dlf_tui.engine.trainer import LIVE_EDITS
 from dlf_tui.store import fork as forkstore
 from dlf_tui.store import run as runs
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from dlf_tui.engine.loops.single import SingleRun
 
 log = logging.getLogger("dlf_tui.engine")
-EDITS = {"amplitude": "set_amplitude", "period": "set_period", "lr": "set_lr"}
 
 
 def reach_fork_point(run: "SingleRun") -> None:
@@ -53,7 +53,7 @@ def reach_fork_point(run: "SingleRun") -> None:
     while tr.step < at:
         while i < len(edits) and edits[i][0] <= tr.step + 1:  # takes effect at update step+1
             for name, value in edits[i][1].items():
-                getattr(tr, EDITS[name])(value)
+                getattr(tr, LIVE_EDITS[name])(value)
             i += 1
         stop = min(at, edits[i][0] - 1) if i < len(edits) else at
         result = tr.train_chunk(min(tr.chunk_rows, stop - tr.step))

@@ -24,14 +24,12 @@ from dlf_tui.engine.diagnostics.monitor import Monitor
 from dlf_tui.engine.loops.pace import Pace
 from dlf_tui.engine.recorder import ChunkResult, Recorder
 from dlf_tui.engine.runtime import on_stop_signals
-from dlf_tui.engine.trainer import Trainer
+from dlf_tui.engine.trainer import LIVE_EDITS, Trainer
 from dlf_tui.store import run as runs
 from dlf_tui.wire import protocol
 from dlf_tui.wire.server import ControlServer, NullServer
 
 log = logging.getLogger("dlf_tui.engine")
-
-LIVE_EDITS = {"amplitude": "set_amplitude", "period": "set_period", "lr": "set_lr"}
 
 
 class SingleRun:
