@@ -249,7 +249,8 @@ def test_export_sweep_csv_matches_the_members(rdir, tmp_path):
 
     mrows = read_csv(members_out)
     assert list(mrows[0]) == ["member", "schedule.amplitude", "schedule.period", "seed", "state", "step",
-                              "loss_dynamical", "loss_ce", "train_accuracy", "val_accuracy"]
+                              "loss_dynamical", "loss_ce", "train_accuracy", "val_accuracy",
+                              "loss_mse"]
     assert [r["member"] for r in mrows] == [m.id for m in sw.members]
     for row, m in zip(mrows, sw.members):
         t = truth[m.id]

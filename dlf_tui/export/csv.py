@@ -130,15 +130,15 @@ def write_sweep_csv(sweep: sweeps.Sweep, path: Path) -> tuple[int, int, Path]:
                        + [repr(sweep.threshold)])
     with open(mpath, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["member"] + keys + ["seed", "state", "step", "loss_dynamical", "loss_plain",
-                                        "train_accuracy", "val_accuracy"])
+        w.writerow(["member"] + keys + ["seed", "state", "step", "loss_dynamical", "loss_ce",
+                                        "train_accuracy", "val_accuracy", "loss_mse"])
         for m in sweep.members:
             raw = m.run.raw_state()
             state = m.run.state().get("state", runs.UNKNOWN) if raw else sweeps.PENDING
             last, ev = m.run.last_row(), m.run.last_row(series.EVAL)
             step = str(int(last[series.STEP])) if series.STEP in last else ""
             w.writerow([m.id] + [_value(v) for v in m.cell] + [m.seed, state, step]
-                       + [_num(last.get(k)) for k in (series.LOSS_DYNAMICAL, series.plain_loss(list(last)),
+                       + [_num(last.get(k)) for k in (series.LOSS_DYNAMICAL, series.LOSS_CE,
                                                       series.ACCURACY)]
-                       + [_num(ev.get(series.VAL_ACCURACY))])
+                       + [_num(ev.get(series.VAL_ACCURACY)), _num(last.get(series.LOSS_MSE))])
     return len(rows), len(sweep.members), mpath
