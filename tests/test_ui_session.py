@@ -1,5 +1,5 @@
-"""RunSession without Textual: the pump on a run from disk, gap filling,
-coalesced notifications."""
+"""RunSession without Textual: the pump on a run from disk, gap filling; and
+the latest-value messages coalescing in a real Textual queue."""
 
 from __future__ import annotations
 
@@ -52,14 +52,12 @@ def test_missing_rows_are_read_from_disk_and_notifications_coalesce(isolated):
     np.testing.assert_allclose(v.mean[:, 1], run.read("metrics", 2500, 3500)[:, 2])
     whole = s.history.query("metrics", 1, 3500, 1, ["step", "loss_ce"])
     assert abs(whole.mean[0, 1] - run.read("metrics", 0, 3500)[:, 2].mean()) < 1e-12
-    # a second chunk before the UI caught up posts nothing more
+    # every chunk is a fact; the dashboard's queue keeps only the newest of a run of
+    # them (Message.can_replace: see test_latest_value_messages_coalesce_in_the_queue)
     chunk = protocol.Metrics.pack(3500, run.columns("metrics"), run.read("metrics", 3500, 3600))
     live.dispatch(chunk, posted.append)
-    assert len(posted) == 1 and isinstance(posted[0], M.MetricsArrived)
-    s.ack_data()
-    chunk = protocol.Metrics.pack(3600, run.columns("metrics"), run.read("metrics", 3600, 3700))
-    live.dispatch(chunk, posted.append)
-    assert len(posted) == 2
+    assert [type(m) for m in posted] == [M.MetricsArrived, M.MetricsArrived]
+    assert (posted[1].start, posted[1].rows) == (3500, 100)
     # state: only changes of state are posted; step and rate are read at redraw
     for step in (3700, 3800):
         live.dispatch(protocol.State(state="running", step=step, total=6000, rate=100.0), posted.append)
@@ -90,3 +88,49 @@ def test_live_log_lines_keep_their_kind_and_skip_those_read_from_disk(isolated):
     logged = [(m.step, m.kind, m.message) for m in posted if isinstance(m, M.EventLogged)]
     assert len(logged) == len(run.events()) + 1
     assert logged[-1] == (1200, "set", "amplitude 70 → 30")
+
+
+def test_latest_value_messages_coalesce_in_the_queue():
+    """Fifty MetricsArrived posted while the UI is busy reach the handler once
+    (the newest); facts that are not latest-value (EventLogged) all arrive."""
+    import asyncio
+
+    from textual.app import App
+    from textual.widget import Widget
+
+    class Sink(Widget):
+        def __init__(self) -> None:
+            super().__init__()
+            self.got: list = []
+
+        def on_metrics_arrived(self, msg: M.MetricsArrived) -> None:
+            self.got.append(("metrics", msg.start))
+
+        def on_state_changed(self, msg: M.StateChanged) -> None:
+            self.got.append(("state", msg.step))
+
+        def on_event_logged(self, msg: M.EventLogged) -> None:
+            self.got.append(("event", msg.step))
+
+    class Busy(App):
+        def compose(self):
+            yield Sink()
+
+    async def go():
+        app = Busy()
+        async with app.run_test() as pilot:
+            sink = app.query_one(Sink)
+            for i in range(50):  # all queued before the widget runs again
+                sink.post_message(M.MetricsArrived(i, 1))
+            for i in range(3):
+                sink.post_message(M.StateChanged("running", i, 10, 1.0))
+            for i in range(3):
+                sink.post_message(M.EventLogged(i, "ui", "x"))
+            await pilot.pause()
+            return sink.got
+
+    got = asyncio.run(go())
+    assert got == [("metrics", 49), ("state", 2), ("event", 0), ("event", 1), ("event", 2)]
+    assert M.MetricsArrived(1, 2).can_replace(M.MetricsArrived(3, 4))
+    assert not M.MetricsArrived(1, 2).can_replace(M.EvalArrived(3, 4))
+    assert not M.EventLogged(1, "a", "b").can_replace(M.EventLogged(1, "a", "b"))

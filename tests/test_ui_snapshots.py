@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import pytest_textual_snapshot as pts
+
+pts = pytest.importorskip("pytest_textual_snapshot")  # (the floor check of .ci/run runs without it)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_ui_support import fake_run, isolated, tiny_config  # noqa: E402,F401
+from test_ui_sweep import fake_sweep, shown  # noqa: E402
 
 from dlf_tui.core import config, presets  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
@@ -91,3 +93,15 @@ def test_picker_bad_value_120x40(picker_app, snap_compare):
         await pilot.pause(0.1)
 
     assert snap_compare(picker_app, terminal_size=(120, 40), run_before=run_before)
+
+
+def test_sweep_view_120x40(isolated, snap_compare):
+    sw = fake_sweep(isolated / "runs")
+    app = DlfApp(runs_dir=isolated / "runs", sweep=sw)
+
+    async def run_before(pilot):
+        await shown(pilot)
+        await pilot.press("down", "right")
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)

@@ -42,11 +42,14 @@ def _gamma(steps: np.ndarray, amplitude: float, period: int, classes: int) -> np
 def fake_run(runs_dir: Path, steps: int = 6000, period: int = 500, amplitude: float = 20.0,
              classes: int = 3, state: str = "finished", name: str = "fake",
              run_id: str = "20250101-000000-fake", edit_at: int = 3000,
-             diag: bool = False) -> runs.Run:
-    """A finished run with smooth, fixed curves, one amplitude edit and evals."""
+             diag: bool = False, ntk_scale: float = 3.0, ntk_falling: bool = False,
+             extra: tuple[str, ...] = ()) -> runs.Run:
+    """A finished run with smooth, fixed curves, one amplitude edit and evals
+    (``extra``: more config overrides, e.g. the optimiser; ``diag``: Hessian λ_max
+    and NTK λ_max = ``ntk_scale`` × it, or × its mirror image with ``ntk_falling``)."""
     cfg = config.apply_overrides(config.Config(name=name, description="fake metrics for tests"), [
         f"schedule.period={period}", f"schedule.amplitude={amplitude}", f"run.steps={steps}",
-        f"data.classes={classes}", "data.val_seed=1", "data.eval_every=100", "run.device=cpu"])
+        f"data.classes={classes}", "data.val_seed=1", "data.eval_every=100", "run.device=cpu", *extra])
     path = Path(runs_dir) / run_id
     path.mkdir(parents=True, mode=0o700)
     (path / runs.CONFIG).write_text(config.to_toml(cfg), encoding="utf-8")
@@ -78,7 +81,8 @@ def fake_run(runs_dir: Path, steps: int = 6000, period: int = 500, amplitude: fl
         lam = 2.0 * (1 - np.exp(-ds / 2000.0))
         dw = runs.SeriesWriter(path, "diag", ["step", "hessian_lambda_max", "ntk_lambda_max", "lr",
                                               "hessian_iters", "seconds"])
-        dw.append(np.column_stack([ds, lam, 3 * lam, np.ones_like(ds), np.full_like(ds, 20),
+        ntk = ntk_scale * ((lam.max() + lam.min() - lam) if ntk_falling else lam)
+        dw.append(np.column_stack([ds, lam, ntk, np.ones_like(ds), np.full_like(ds, 20),
                                    np.full_like(ds, 0.01)]))
         dw.close()
     events = [

@@ -38,21 +38,29 @@ def chart_text(chart) -> str:
 
 @sync
 async def test_help_and_palette_cover_every_key(isolated):
-    app = DlfApp(runs_dir=isolated / "runs", attach=fake_run(isolated / "runs"))
+    app = DlfApp(runs_dir=isolated / "runs", attach=fake_run(isolated / "runs", state="running"))
     async with app.run_test(size=(120, 40)) as pilot:
         dash = await loaded(pilot)
+        dash.live = True  # (a live run: every steering key is offered)
+        dash.refresh_bindings()
         shown = [b for b in DashboardScreen.BINDINGS if b.show]
-        actions = {a for _, _, a in DashboardScreen.PALETTE}
-        assert {b.action for b in shown} == actions  # every footer key is in the palette
-        titles = [c.title for c in app.get_system_commands(dash)]
-        assert all(t in titles for t, _, _ in DashboardScreen.PALETTE) and "Quit" in titles
+        assert all(b.id and b.tooltip for b in shown)  # every footer key has an id and a palette entry
+        cmds = list(app.get_system_commands(dash))
+        titles = [c.title for c in cmds]
+        for b in shown:
+            assert b.tooltip.split(": ")[0] in titles, b
+        # ours once, Textual's "Keys" and its "as soon as possible" Quit not at all
+        assert titles.count("Keys") == 1 and titles.count("Quit") == 1
+        quit_cmd = next(c for c in cmds if c.title == "Quit")
+        assert "soon as possible" not in quit_cmd.help and "leave it running" in quit_cmd.help
+        assert len(titles) == len(set(titles))  # nothing twice
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        console = Console(width=100, record=True, file=io.StringIO())
+        console = Console(width=140, record=True, file=io.StringIO())
         console.print(key_table(dash))
         text = console.export_text()
         for b in shown:
-            assert b.description in text and (b.key_display or b.key.split(",")[0]) in text
+            assert b.description in text and b.id in text and (b.key_display or b.key.split(",")[0]) in text
         assert "Quit" in text and "Keys" in text and "ctrl+p" in text
         await pilot.press("escape")
         assert app.screen is dash
@@ -66,6 +74,7 @@ async def test_help_and_palette_cover_every_key(isolated):
         # the palette entry runs the same action as the key
         before = dash.window
         cmd = next(c for c in app.get_system_commands(dash) if c.title == "Cycle chart window")
+        assert cmd.help.startswith("w: ")
         await cmd.callback()
         await pilot.pause()
         assert dash.window != before
@@ -175,9 +184,9 @@ async def test_sharpness_panel_draws_lambda_max_once_the_run_has_it(isolated):
             await pilot.pause(0.02)
         assert sharp.has_data and sharp.points > 10
         title = str(sharp.border_title)
-        assert "Hessian" in title and "NTK" in title and "2/lr" in title
+        assert "Hessian" in title and "NTK" in title and "2/η" in title  # GD: the line is 2/η
         assert "diagnostics off" not in chart_text(sharp)
-        assert "λmax 1.9 < 2/lr 2" in str(dash.query_one(StatusBar).render())
+        assert "λmax 1.9 < 2/η 2" in str(dash.query_one(StatusBar).render())
     small = DlfApp(runs_dir=isolated / "runs", attach=app.session.run)
     async with small.run_test(size=(80, 24)) as pilot:
         dash = await loaded(pilot)

@@ -26,17 +26,75 @@ def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _home_short(path: Path) -> str:
+    """``path`` with the home directory written ``~`` (for help texts)."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
+RUNS_DIR_DEFAULT = _home_short(runs.user_runs_dir())  # what --help says (typer adds the env var)
+
+
 def runs_dir(value: Optional[Path]) -> Path:
     return value if value is not None else runs.default_runs_dir()
 
 
+def typed(ctx: typer.Context, key: str) -> bool:
+    """Was option ``key`` of this command typed on the command line (not taken
+    from its environment variable or its default)?"""
+    try:
+        source = ctx.get_parameter_source(key)
+    except Exception:  # noqa: BLE001 - not a parameter of this command
+        return False
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def explicit(ctx: typer.Context, key: str, value):
+    """``value`` if it was typed, else None."""
+    return value if typed(ctx, key) else None
+
+
 def option(ctx: typer.Context, key: str, value):
-    """A command's own option, else the same option given before the command."""
-    return value if value is not None else (ctx.obj or {}).get(key)
+    """A command's own option when typed, else the same option typed before the
+    command, else the command's value (from the environment, or None)."""
+    if value is not None and typed(ctx, key):
+        return value
+    before = (ctx.obj or {}).get(key)
+    return before if before is not None else value
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own in a bare checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("dlf-tui")
+    except metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        from dlf_tui import __version__
+
+        return __version__
+
+
+def with_hint(message: str, rdir: Path) -> str:
+    """A "no run" refusal that says where runs were looked for and, when the
+    directory dlf-tui was started from has a ``runs/`` of its own (where runs
+    lived before they moved to the per-user directory), how to read that one."""
+    if not message.startswith("no "):
+        return message
+    out = message if str(rdir) in message else f"{message} (looked under {rdir})"
+    legacy = Path("runs")
+    try:
+        other = legacy.resolve() != rdir.resolve() and any(legacy.glob("*/" + runs.STATE))
+    except OSError:
+        other = False
+    return out + ("; ./runs holds runs too: --runs-dir runs" if other else "")
 
 
 def resolve_config(spec: str, sets: list[str], presets_dir: Optional[Path],
-                   steps: Optional[int] = None, device: Optional[str] = None) -> config.Config:
+                   steps: Optional[int] = None, device: Optional[str] = None,
+                   offline: bool = False) -> config.Config:
     cfg = presets.find(spec, presets_dir)
     cfg = config.apply_overrides(cfg, sets or [])
     extra = []
@@ -44,6 +102,8 @@ def resolve_config(spec: str, sets: list[str], presets_dir: Optional[Path],
         extra.append(f"run.steps={steps}")
     if device is not None:
         extra.append(f"run.device={device}")
+    if offline:
+        extra.append("data.download=false")
     return config.apply_overrides(cfg, extra, source="option")
 
 
@@ -54,7 +114,7 @@ def run_or_sweep(spec: Optional[str], rdir: Path) -> runs.Run | sweeps.Sweep:
     try:
         run, run_err = runs.resolve(spec, rdir), None
     except RunError as err:
-        run, run_err = None, err
+        run, run_err = None, RunError(with_hint(str(err), rdir))
     if spec in (None, "", "latest"):
         if run is None:
             raise run_err

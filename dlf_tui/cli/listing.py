@@ -1,7 +1,10 @@
-"""``dlf-tui runs``, ``sweeps`` and ``presets``: one table line per item.  No torch here."""
+"""``dlf-tui runs``, ``sweeps`` and ``presets``: one table line per item (a
+preset's description wraps to the terminal, under its own column).  No torch here."""
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -9,9 +12,14 @@ import typer
 
 from dlf_tui.core import presets, states
 from dlf_tui.core.errors import ConfigError
-from dlf_tui.cli.common import fail
+from dlf_tui.cli.common import fail, with_hint
 from dlf_tui.store import run as runs
 from dlf_tui.store import sweep as sweeps
+
+
+def where(text: str) -> None:
+    """Which directory a listing read, on stderr (stdout stays the table)."""
+    typer.echo(text + ":", err=True)
 
 
 def list_runs(rdir: Path) -> None:
@@ -20,8 +28,9 @@ def list_runs(rdir: Path) -> None:
     n = len(sweeps.list_sweeps(rdir))
     more = f"{n} sweep{'s' * (n != 1)} under {rdir}: dlf-tui sweeps" if n else ""
     if not items:
-        typer.echo(f"no runs under {rdir}" + (f"; {more}" if more else ""))
+        typer.echo(with_hint(f"no runs under {rdir}", rdir) + (f"; {more}" if more else ""))
         return
+    where(f"runs under {rdir}")
     rows = [r.summary() for r in items]
     w = max(len(s["id"]) for s in rows)
     pw = max(6, max(len(s["preset"]) for s in rows))
@@ -29,7 +38,8 @@ def list_runs(rdir: Path) -> None:
     for s in rows:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         steps = f"{s['step']}/{s['total']}"
-        typer.echo(f"{s['id']:<{w}}  {s['preset']:<{pw}}  {s['state']:<9} {steps:>17}  {acc}")
+        fork = f"  fork of {s['fork_of']}" if s["fork_of"] else ""
+        typer.echo(f"{s['id']:<{w}}  {s['preset']:<{pw}}  {s['state']:<9} {steps:>17}  {acc:<8}{fork}".rstrip())
     if more:
         typer.echo(f"\n{more}")
 
@@ -40,6 +50,7 @@ def list_sweeps(rdir: Path) -> None:
     if not items:
         typer.echo(f"no sweeps under {rdir}")
         return
+    where(f"sweeps under {rdir}")
     rows = []
     for sw in items:
         done, total = sw.progress()
@@ -53,8 +64,31 @@ def list_sweeps(rdir: Path) -> None:
         typer.echo(f"{r[0]:<{w}}  {r[1]:<{pw}}  {r[2]:<9} {r[3]:>5} {r[4]:>9} {r[5]:>8}")
 
 
+MIN_TEXT = 24  # a description column narrower than this goes on lines of its own
+
+
+def preset_lines(rows: list[tuple[str, str, str]], width: int) -> list[str]:
+    """``(name, origin, description)`` rows as table lines at most ``width``
+    wide: the description wraps under its own column (or, when the terminal is
+    too narrow for that, on indented lines below the name)."""
+    w = max(len(name) for name, _, _ in rows)
+    head = w + 2 + 7 + 2
+    lines = []
+    for name, origin, text in rows:
+        first = f"{name:<{w}}  {origin:<7}  "
+        if width - head >= MIN_TEXT:
+            wrapped = textwrap.wrap(text, width - head) or [""]
+            lines.append((first + wrapped[0]).rstrip())
+            lines += [" " * head + more for more in wrapped[1:]]
+        else:
+            lines.append(first.rstrip())
+            lines += textwrap.wrap(text, max(MIN_TEXT, width - 4), initial_indent="    ",
+                                   subsequent_indent="    ")
+    return lines
+
+
 def list_presets(presets_dir: Optional[Path]) -> None:
-    """name, origin, description."""
+    """name, origin, description (wrapped to the terminal: ``$COLUMNS``, else 80 when piped)."""
     try:
         found = presets.discover(presets_dir)
     except ConfigError as err:
@@ -62,6 +96,6 @@ def list_presets(presets_dir: Optional[Path]) -> None:
     if not found:
         typer.echo("no presets found")
         return
-    w = max(len(p.name) for p in found)
-    for p in found:
-        typer.echo(f"{p.name:<{w}}  {p.origin:<7}  {p.description()}")
+    width = shutil.get_terminal_size((80, 24)).columns
+    for line in preset_lines([(p.name, p.origin, p.description()) for p in found], width):
+        typer.echo(line)

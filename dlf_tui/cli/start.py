@@ -13,7 +13,9 @@ import typer
 from dlf_tui.core import states
 from dlf_tui.core.errors import ConfigError, RunError
 from dlf_tui.cli.common import FAILED, fail, resolve_config, run_or_sweep
-from dlf_tui.store import launch
+from dlf_tui.core import config
+from dlf_tui.store import code, launch
+from dlf_tui.store import fork as forks
 from dlf_tui.store import run as runs
 from dlf_tui.store import sweep as sweeps
 
@@ -24,28 +26,36 @@ def check_nproc(nproc: int) -> None:
 
 
 def start_run(preset: str, sets: list[str], presets_dir: Optional[Path], rdir: Path,
-              steps: Optional[int], device: Optional[str], nproc: int) -> NoReturn:
+              steps: Optional[int], device: Optional[str], nproc: int, offline: bool = False) -> NoReturn:
     """A new run directory for ``preset``, trained headless; exits with the run's status."""
     from dlf_tui.cli.follow_run import run_headless
 
     check_nproc(nproc)
     try:
-        cfg = resolve_config(preset, sets, presets_dir, steps, device)
+        cfg = resolve_config(preset, sets, presets_dir, steps, device, offline=offline)
         run = runs.create_run(cfg, rdir)
     except (ConfigError, RunError) as err:
         fail(str(err))
     raise typer.Exit(run_headless(run, nproc=nproc))
 
 
-def resume(spec: str, rdir: Path, nproc: int) -> NoReturn:
-    """Continue a stopped or crashed run or sweep from its last checkpoint, headless."""
+def resume(spec: str, rdir: Path, nproc: int, trust_code: bool = False,
+           steps: Optional[int] = None, sets: Optional[list[str]] = None) -> NoReturn:
+    """Continue a stopped or crashed run or sweep from its last checkpoint, headless.
+    Code saved in the run directory that is not the file on this machine runs only
+    with ``trust_code``.  ``steps``: a new total (a finished run is extended);
+    ``sets``: what may change from the resumed update on (``store/fork.split_sets``)."""
     from dlf_tui.cli.follow_run import run_headless
 
     check_nproc(nproc)
     try:
         r = run_or_sweep(spec, rdir)
+        dirs = [m.run.path for m in r.members] if isinstance(r, sweeps.Sweep) else [r.path]
+        problem = "" if trust_code else next(filter(None, map(code.trust_problem, dirs)), "")
     except RunError as err:
         fail(str(err))
+    if problem:
+        fail(f"{r.id}: {problem}")
     if isinstance(r, sweeps.Sweep):
         resume_sweep(r)
     if r.own_loop_reason():
@@ -53,19 +63,43 @@ def resume(spec: str, rdir: Path, nproc: int) -> NoReturn:
     state = r.state().get("state")
     if state in states.LIVE:
         fail(f"{r.id} is {state}: its engine is still live")
-    if state == states.FINISHED:
-        fail(f"{r.id} already finished")
-    raise typer.Exit(run_headless(r, resume=True, nproc=nproc))
+    try:
+        edits = continued(r, steps, sets or [])
+    except (ConfigError, RunError) as err:
+        fail(str(err))
+    if state == states.FINISHED and steps is None:
+        fail(f"{r.id} already finished (--steps N trains it on to update N)")
+    raise typer.Exit(run_headless(r, resume=True, nproc=nproc, edits=edits))
+
+
+def continued(run: runs.Run, steps: Optional[int], sets: list[str]) -> dict:
+    """Write ``steps`` and the run.*/diagnostics.* settings of ``sets`` into the run's
+    config (what a resume reads); the live changes of ``sets`` (A, T, lr, pace), to be
+    applied from the resumed update on."""
+    overrides, live = forks.split_sets(sets, "a resume")
+    overrides = [o for o in overrides if o.partition("=")[0].strip() not in forks.LIVE_KEYS]
+    if steps is not None:
+        done = run.rows()
+        if steps <= done:
+            raise ConfigError(f"--steps {steps}: {run.id} already has {done} updates")
+        overrides.append(f"run.steps={steps}")
+    if overrides:
+        cfg = config.apply_overrides(run.config(), overrides)
+        try:
+            (run.path / runs.CONFIG).write_text(config.to_toml(cfg), encoding="utf-8")
+        except OSError as err:
+            raise RunError(f"cannot write {run.path / runs.CONFIG}: {err.strerror}") from None
+    return live
 
 
 def start_sweep(preset: str, sets: list[str], seeds: Optional[int], threshold: Optional[float],
                 steps: Optional[int], device: Optional[str], presets_dir: Optional[Path],
-                rdir: Path) -> tuple[sweeps.Sweep, subprocess.Popen]:
+                rdir: Path, offline: bool = False) -> tuple[sweeps.Sweep, subprocess.Popen]:
     """Plan and write a sweep of ``preset``, print its plan and start its engine."""
     from dlf_tui.cli.follow_sweep import print_plan
 
     try:
-        cfg = resolve_config(preset, [], presets_dir, steps, device)
+        cfg = resolve_config(preset, [], presets_dir, steps, device, offline=offline)
         sw = sweeps.create(sweeps.plan(cfg, sets or [], seeds, threshold), rdir)
     except (ConfigError, RunError) as err:
         fail(str(err))

@@ -1,7 +1,9 @@
 """The paper's Fig. 4 as a PNG: ``dlf-tui export RUN --png FILE``.
 
 One column of panels against the update: Γ_i(t), F, F(t−1) − F(t), accuracy,
-Hessian λ_max (with the 2/η line) and NTK λ_max — the last two only when the run
+Hessian λ_max (with the stability line of the run's optimiser: 2/η for gradient
+descent, 2(1+β)/η for heavy-ball momentum, none for Adam; ``ui/stability.py``)
+and NTK λ_max, each on its own log axis — the last two only when the run
 computed them.  ``export SWEEP --png``: heatmaps of a sweep's mean final
 accuracy per cell (``write_sweep_png``).  matplotlib is an optional extra
 (``pip install 'dlf-tui[plot]'``).  No torch.
@@ -17,6 +19,7 @@ from dlf_tui.core import series
 from dlf_tui.core.errors import FigureError, RunError
 from dlf_tui.store import run as runs
 from dlf_tui.store import sweep as sweeps
+from dlf_tui.ui.stability import stability  # plain arithmetic: no textual
 
 def _matplotlib():
     try:
@@ -45,6 +48,17 @@ def parse_window(text: str | None) -> tuple[int, int] | None:
 def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
               max_points: int = 20000) -> int:
     """Draw the figure; returns the number of panels."""
+    plt = _matplotlib()
+    fig = figure(run, window, max_points)
+    try:
+        fig.savefig(path, dpi=130)
+    finally:
+        plt.close(fig)
+    return len(fig.axes)
+
+
+def figure(run: runs.Run, window: tuple[int, int] | None = None, max_points: int = 20000) -> Any:
+    """The run's matplotlib figure (the caller saves and closes it)."""
     import numpy as np
 
     plt = _matplotlib()
@@ -118,9 +132,17 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
             ok = np.isfinite(d[:, j])
             ax.plot(d[ok, 0], d[ok, j], ".-", lw=0.6, ms=2)
             ax.set_yscale("log")
-            if p == series.HESSIAN_LAMBDA_MAX and series.LR in dcols:
-                ax.plot(d[:, 0], 2.0 / d[:, dcols.index(series.LR)], "r--", lw=0.8, label="2/η")
-                ax.legend(loc="upper right", fontsize=6)
+            if p == series.HESSIAN_LAMBDA_MAX:
+                stab = stability(_config(run))
+                if stab.edge is not None and series.LR in dcols:
+                    label = stab.edge.label + (f" ({stab.edge.note})" if stab.edge.note else "")
+                    with np.errstate(divide="ignore"):
+                        ax.plot(d[:, 0], stab.edge.factor / d[:, dcols.index(series.LR)], "r--", lw=0.8,
+                                label=label)
+                    ax.legend(loc="upper right", fontsize=6)
+                elif stab.why_none:
+                    ax.text(0.99, 0.95, stab.why_none, transform=ax.transAxes, ha="right", va="top",
+                            fontsize=6, color="0.3")
             ax.set_ylabel("Hessian λmax" if p == series.HESSIAN_LAMBDA_MAX else "NTK λmax")
     axes[-1].set_xlabel("update")
     title = f"{run.id}"
@@ -128,11 +150,14 @@ def write_png(run: runs.Run, path: Path, window: tuple[int, int] | None = None,
         title += f"  (updates {window[0]}–{window[1]})"
     axes[0].set_title(title, fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def _config(run: runs.Run) -> dict[str, Any]:
     try:
-        fig.savefig(path, dpi=130)
-    finally:
-        plt.close(fig)
-    return len(panels)
+        return run.config_doc()
+    except RunError:
+        return {}
 
 
 # ---------------------------------------------------------------------------

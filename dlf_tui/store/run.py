@@ -9,15 +9,19 @@
 - ``diag.bin``      one row per landscape diagnostic (Hessian/NTK λ_max), ``diag.json``
 - ``events.jsonl``  every parameter change, pause, checkpoint, error, with its step
 - ``checkpoints/``, ``engine.log``, ``control.sock`` (0600, while the engine runs)
+- ``.reserve``      while the engine runs: space it frees to record a full disk
 - with ``--nproc N``: ``engine-rank<R>.log`` and ``rank-<R>.json`` of each rank
   (``engine/distributed.py``)
 
 Series files are append-only fixed-size records: a reader ignores a torn last
-record (a write cut by ``kill -9``), so every flushed row stays readable.
+record (a write cut by ``kill -9``), so every flushed row stays readable; a write
+that fails (a full disk, a file size limit) is cut back to the last whole record
+(``AppendFile``), so the next one starts aligned.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -38,6 +42,7 @@ LOG = "engine.log"
 RANK_LOG = "engine-rank{rank}.log"  # ranks 1 … N−1 of a run across N processes
 RENDEZVOUS = "rendezvous.store"  # where the N processes meet (a torch FileStore)
 CHECKPOINTS = "checkpoints"
+RESERVE = ".reserve"  # space the engine keeps, to write its state when the disk fills
 OWN_LOOP = "external"  # data.name of a run that records a user's own loop (dlf_tui.live)
 UNKNOWN = "unknown"  # the state of a directory whose state.json says nothing
 
@@ -48,8 +53,22 @@ STATE_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+RUNS_DIR_ENV = "DLF_TUI_RUNS_DIR"
+
+
+def user_runs_dir() -> Path:
+    """The per-user runs directory: ``~/.local/share/dlf-tui/runs`` on Linux
+    (``$XDG_DATA_HOME/dlf-tui/runs`` when set), the platform's data directory elsewhere."""
+    import platformdirs  # (textual's dependency too) only when it is needed
+
+    return platformdirs.user_data_path("dlf-tui", appauthor=False) / "runs"
+
+
 def default_runs_dir() -> Path:
-    return Path(os.environ.get("DLF_TUI_RUNS_DIR", "runs"))
+    """Where runs live unless told otherwise: ``$DLF_TUI_RUNS_DIR``, else
+    ``user_runs_dir()``: the same from whichever directory dlf-tui starts in."""
+    env = os.environ.get(RUNS_DIR_ENV, "").strip()
+    return Path(env).expanduser() if env else user_runs_dir()
 
 
 # ---------------------------------------------------------------------------
@@ -87,19 +106,97 @@ def new_run_dir(runs_dir: Path, preset: str) -> Path:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``path`` whole or not at all: a temporary file, synced, renamed into place.
+    A failed write (disk full, read-only, permission) removes the temporary file and
+    raises the ``OSError``; the old file stays as it was."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until every byte is written (a write may be cut short: a full
+    disk, a file size limit); raises the ``OSError`` that stopped it."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - a regular file never returns 0 for a non-empty write
+            raise OSError(errno.EIO, "write returned 0")
+        view = view[n:]
+
+
+def check_linked(fd: int, name: str) -> None:
+    """Raise ``FileNotFoundError`` when the open file ``fd`` was removed (its
+    writes would go nowhere: someone deleted it, or its run directory)."""
+    if os.fstat(fd).st_nlink == 0:
+        raise FileNotFoundError(errno.ENOENT, f"{name} was removed while the engine wrote it")
+
+
+class AppendFile:
+    """An append-only file written whole records at a time: a write that fails
+    (``OSError``) is cut back to the end of the last whole record, so the file
+    never keeps half of one and the next write starts aligned.  ``size`` is the
+    length of what was written whole."""
+
+    def __init__(self, path: Path, record: int = 1):
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        size = os.fstat(self.fd).st_size
+        self.size = size - size % record
+        self.dirty = size != self.size  # a torn record left by a crash: cut it first
+
+    def write(self, data: bytes) -> None:
+        if self.dirty:
+            os.ftruncate(self.fd, self.size)
+            self.dirty = False
+        try:
+            write_all(self.fd, data)
+            check_linked(self.fd, self.path.name)
+        except OSError:
+            self.dirty = True
+            try:
+                os.ftruncate(self.fd, self.size)  # a full disk can always shrink a file
+                self.dirty = False
+            except OSError:
+                pass  # cut on the next write
+            raise
+        self.size += len(data)
+
+    def truncate(self, size: int) -> None:
+        """Keep only the first ``size`` bytes (never extends the file)."""
+        size = min(size, self.size)
+        os.ftruncate(self.fd, size)
+        self.size, self.dirty = size, False
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = -1
 
 
 class SeriesWriter:
-    """Appends float64 rows to ``<name>.bin``; the column list goes to ``<name>.json``."""
+    """Appends float64 rows to ``<name>.bin``; the column list goes to ``<name>.json``.
+    Rows are written whole or not at all (``AppendFile``): after a failed append
+    the file holds exactly the rows it held before."""
 
     def __init__(self, run_dir: Path, name: str, columns: list[str]):
         self.path = run_dir / f"{name}.bin"
+        self.name = name
         self.columns = list(columns)
         self.width = len(columns) * 8
         meta = run_dir / f"{name}.json"
@@ -109,29 +206,30 @@ class SeriesWriter:
                 raise RunError(f"{meta}: columns changed ({old} → {self.columns})")
         else:
             write_json_atomic(meta, {"columns": self.columns, "dtype": "<f8"})
-        # Drop a torn record left by a crash, so appends stay aligned.
-        size = self.path.stat().st_size if self.path.exists() else 0
-        self.rows = size // self.width
-        self.fh = open(self.path, "ab")
-        if size != self.rows * self.width:
-            self.fh.truncate(self.rows * self.width)
+        self.file = AppendFile(self.path, self.width)
+        if self.file.dirty:  # drop a torn record left by a crash, so appends stay aligned
+            self.file.truncate(self.file.size)
+
+    @property
+    def rows(self) -> int:
+        return self.file.size // self.width
 
     def append(self, array: Any) -> int:
-        """Append a (rows × columns) float64 array; returns the row index of its first row."""
+        """Append a (rows × columns) float64 array; returns the row index of its first
+        row.  Raises the ``OSError`` of a failed write, having written none of them."""
         start = self.rows
-        self.fh.write(array.astype("<f8", copy=False).tobytes())
-        self.fh.flush()
-        self.rows += int(array.shape[0])
+        self.file.write(array.astype("<f8", copy=False).tobytes())
         return start
 
     def truncate(self, rows: int) -> None:
-        """Keep only the first ``rows`` rows (resume from a checkpoint)."""
-        self.fh.flush()
-        self.fh.truncate(rows * self.width)
-        self.rows = min(self.rows, rows)
+        """Keep only the first ``rows`` rows (resume from a checkpoint, a rollback)."""
+        self.file.truncate(rows * self.width)
+
+    def sync(self) -> None:
+        self.file.sync()
 
     def close(self) -> None:
-        self.fh.close()
+        self.file.close()
 
 
 # ---------------------------------------------------------------------------
@@ -221,8 +319,9 @@ class Run:
         if not st:
             st = {"state": states.CRASHED if self.file(CONFIG).exists() else UNKNOWN}
             st["reason"] = why
-        if st.get("state") in states.LIVE and not liveness.engine_alive(st.get("pid"), st.get("pid_start")):
-            st = dict(st, state=states.CRASHED, reason=st.get("reason") or "engine process is gone")
+        if st.get("state") in states.LIVE and not liveness.engine_alive(
+                st.get("pid"), st.get("pid_start"), st.get("started")):
+            st = dict(st, state=states.CRASHED, reason=gone_reason(st), gone=True)
         return st
 
     def is_live(self) -> bool:
@@ -323,6 +422,8 @@ class Run:
         total = st.get("total") or (steps if isinstance(steps, int) else 0)
         step = last.get(series.STEP, 0)
         preset = doc.get("name", "?")
+        fork = doc.get("fork") if isinstance(doc.get("fork"), dict) else {}
+        parent, at = fork.get("parent"), fork.get("at")
         return {
             "id": self.id,
             "preset": printable(preset)[:40] if isinstance(preset, str) else "?",
@@ -332,7 +433,20 @@ class Run:
             "accuracy": last.get(series.ACCURACY),
             "reason": st.get("reason", ""),
             "started": st.get("started"),
+            # "<parent id>@<update>" for a fork (dlf-tui fork), else ""
+            "fork_of": (f"{printable(Path(parent).name)[:60]}@{at}"
+                        if isinstance(parent, str) and parent and isinstance(at, int) else ""),
         }
+
+
+def gone_reason(st: dict[str, Any]) -> str:
+    """Why a run whose ``state.json`` says live reads as crashed: its engine is gone."""
+    pid = st.get("pid")
+    who = f"pid {pid}" if isinstance(pid, int) and not isinstance(pid, bool) else "its process"
+    was = st.get("state", "")
+    before = st.get("reason", "")
+    return (f"engine gone ({who} no longer runs: killed, out of memory or the machine "
+            f"restarted) while {was}{': ' + before if before else ''}")
 
 
 def list_runs(runs_dir: Path) -> list[Run]:

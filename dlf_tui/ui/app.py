@@ -1,6 +1,11 @@
 """DlfApp: the screens, the app-wide keys, the event-pump worker and the one
 worker-error handler.  ``run_app`` is the entry point the CLI calls.
 
+Keys are ``keys.py``'s (remapped from ``keys.toml`` by a Textual keymap); the
+command palette lists what the screen's keys do (``palette.py``) besides
+Textual's own entries, less its "Quit" and "Keys" (ours ask, and are ``?``).
+The theme last chosen is remembered in ``ui.json`` (``settings.py``).
+
 The UI process never imports torch: training runs in the engine process
 (``python -m dlf_tui.engine RUN_DIR``, its own session), and this process only
 reads the run directory and talks to the engine's socket.
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -23,7 +29,9 @@ from dlf_tui.wire import protocol
 from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.wire.client import ClientError
+from dlf_tui.ui import keys, settings
 from dlf_tui.ui import messages as M
+from dlf_tui.ui.palette import key_rows
 from dlf_tui.ui.screens.error import ErrorScreen
 from dlf_tui.ui.screens.help import HelpScreen
 from dlf_tui.ui.screens.picker import PickerScreen
@@ -55,17 +63,17 @@ STOP_WAIT_S = 10.0  # how long "stop the run" waits for the engine's reply befor
 class DlfApp(App[None]):
     CSS_PATH = Path(__file__).resolve().parent / "app.tcss"
     TITLE = "dlf-tui"
-    BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
-        Binding("question_mark", "help", "Keys", key_display="?"),
-    ]
+    BINDINGS = keys.APP
 
     def __init__(self, *, runs_dir: Path, presets_dir: Path | None = None,
                  config: "Config | None" = None, attach: runs.Run | None = None,
                  ascii_markers: bool = False, sweep: "Sweep | None" = None,
-                 compare: "list[runs.Run] | None" = None) -> None:
+                 compare: "list[runs.Run] | None" = None, offline: bool = False) -> None:
         super().__init__()
+        keymap, self.setting_problems = settings.load_keymap(set(keys.IDS))
+        self.set_keymap(keymap)
+        self._clashes_told: set[frozenset[str]] = set()
+        self.offline = offline  # the picker's runs never download a data set
         self.runs_dir = Path(runs_dir)
         self.presets_dir = presets_dir
         self.initial_config = config
@@ -78,8 +86,31 @@ class DlfApp(App[None]):
         self.dashboard: DashboardScreen | None = None
         self.starting: tuple[runs.Run, Any] | None = None  # an engine still starting up
 
+    # -- settings: theme and keys -------------------------------------------------------------
+    def _restore_theme(self) -> None:
+        saved = settings.load_state().get("theme")
+        if isinstance(saved, str) and saved in self.available_themes and saved != self.theme:
+            self.theme = saved
+        self.theme_changed_signal.subscribe(self, self._theme_chosen)
+
+    def _theme_chosen(self, theme: Any) -> None:
+        settings.save_state({"theme": getattr(theme, "name", str(theme))})
+
+    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: DOMNode) -> None:
+        """A key of keys.toml that another binding of the same screen has: say so once."""
+        ids = frozenset(b.id or b.action for b in clashed_bindings)
+        if ids in self._clashes_told:
+            return
+        self._clashes_told.add(ids)
+        what = ", ".join(sorted(f"{b.key} ({b.id or b.action})" for b in clashed_bindings))
+        self.notify(f"{settings.KEYS_FILE}: these keys were taken by a remapped binding: {what}",
+                    title="key clash", severity="warning", timeout=10)
+
     # -- opening ----------------------------------------------------------------------------
     def on_mount(self) -> None:
+        self._restore_theme()
+        for line in self.setting_problems:
+            self.notify(line, title="keys not remapped", severity="warning", timeout=10)
         if self.initial_config is not None:
             self.start_run(self.initial_config)
         elif self.initial_run is not None:
@@ -270,20 +301,29 @@ class DlfApp(App[None]):
         self.exit(return_code=code)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        yield SystemCommand("Keys (help)", "?: every key and what it does", self.action_help)
-        # PALETTE, not COMMANDS: Textual reads Screen.COMMANDS as provider classes
-        for title, help_text, action in getattr(screen, "PALETTE", ()):
-            yield SystemCommand(title, help_text, partial(screen.run_action, action))
+        """Textual's entries (theme, screenshot, maximize …), less its Quit (ours
+        asks) and its keys panel (``?`` is ours); then every key of the screen,
+        from its bindings' tooltips."""
+        replaced = (self.action_quit, self.action_show_help_panel, self.action_hide_help_panel)
+        for cmd in super().get_system_commands(screen):
+            if cmd.callback not in replaced:
+                yield cmd
+        for row in key_rows(screen):
+            if row.enabled and row.tooltip:
+                help_text = f"{row.key_text}: {row.detail}" if row.detail else row.key_text
+                # the palette reads help as markup: the [ and ] keys must stay text
+                yield SystemCommand(row.title, help_text.replace("[", "\\["),
+                                    partial(self.run_action, row.binding.action, row.node))
 
 
 def run_app(*, runs_dir: Path, presets_dir: Path | None = None, config: "Config | None" = None,
             attach: "runs.Run | None" = None, ascii_markers: bool = False,
-            sweep: "Sweep | None" = None, compare: "list[runs.Run] | None" = None) -> int:
+            sweep: "Sweep | None" = None, compare: "list[runs.Run] | None" = None,
+            offline: bool = False) -> int:
     """Open the TUI: the picker, or a new run from ``config``, or ``attach``, or
     the sweep view of ``sweep``, or ``compare`` (runs overlaid).
     Returns the exit code (0, or 1 when a run could not start / stop)."""
     app = DlfApp(runs_dir=runs_dir, presets_dir=presets_dir, config=config, attach=attach,
-                 ascii_markers=ascii_markers, sweep=sweep, compare=compare)
+                 ascii_markers=ascii_markers, sweep=sweep, compare=compare, offline=offline)
     app.run()
     return int(app.return_code or 0)

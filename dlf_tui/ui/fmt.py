@@ -57,17 +57,92 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+STEPS = (1, 2, 5, 10)  # tick steps: 1-2-5 times a power of ten
+
+
+def nice_step(lo: float, hi: float, n: int = 4) -> float:
+    """The smallest step of 1, 2 or 5 times a power of ten with at most ``n``
+    multiples in [lo, hi]."""
+    n = max(1, n)
+    mag = 10.0 ** math.floor(math.log10((hi - lo) / n))
+    for step in (float(f"{m * mag * 10.0 ** k:.1g}") for k in (-1, 0, 1, 2) for m in STEPS[:3]):
+        if math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1 <= n:
+            return step
+    return float(f"{100 * mag:.1g}")  # pragma: no cover - the loop always ends earlier
+
+
+def multiples(step: float, lo: float, hi: float) -> list[float]:
+    """The multiples of ``step`` in [lo, hi] (as printed: no float noise)."""
+    first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    return [float(f"{k * step:.12g}") + 0.0 for k in range(first, last + 1)]
+
+
 def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
-    """About ``n`` round numbers between lo and hi (inclusive range)."""
-    if not (hi > lo):
+    """At most ``n`` (as many as fit) round numbers between lo and hi
+    (inclusive): multiples of a step of 1, 2 or 5 times a power of ten."""
+    if not (hi > lo) or not (math.isfinite(lo) and math.isfinite(hi)):
         return [lo]
-    raw = (hi - lo) / max(1, n)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    ticks = []
-    t = first
-    while t <= hi + step * 1e-9:
-        ticks.append(t)
-        t += step
+    return multiples(nice_step(lo, hi, n), lo, hi)
+
+
+def log_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """At most ``n`` (at least 2 when the range allows) round numbers between
+    lo and hi > 0 for a log axis: 1, 2 and 5 times powers of ten; when those are
+    too many, every k-th power of ten or every k-th of them, whichever labels
+    more; round linear ticks when the range holds fewer than two 1-2-5s."""
+    if not (hi > lo > 0) or not math.isfinite(hi):
+        return [lo] if lo > 0 else []
+    n = max(2, n)
+    d0, d1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+
+    def inside(mults: tuple[int, ...]) -> list[float]:
+        ts = (float(f"{m}e{d}") for d in range(d0, d1 + 1) for m in mults)
+        return [t for t in ts if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+
+    all125, decades = inside((1, 2, 5)), inside((1,))
+    if len(all125) <= n:
+        ticks = all125
+    else:  # the denser of: every k-th power of ten, every k-th 1-2-5
+        a = decades[::math.ceil(len(decades) / n)] if decades else []
+        b = all125[::math.ceil(len(all125) / n)]
+        ticks = a if len(a) >= len(b) else b
+    if len(ticks) < 2:
+        ticks = [t for t in nice_ticks(lo, hi, min(n, 4)) if t > 0]
     return ticks
+
+
+def axis(lo: float, hi: float, n: int, log: bool = False) -> tuple[float, float, list[float]]:
+    """An axis over the data range [lo, hi]: its limits widened to the round
+    ticks just outside (so both ends are labelled) and at most about ``n``
+    1-2-5 ticks (``nice_ticks``, or ``log_ticks`` for a log axis)."""
+    if not (hi > lo):
+        return lo, hi, [lo]
+    if log:
+        if lo <= 0:
+            return lo, hi, []
+        d0, d1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        round_ = [float(f"{m}e{d}") for d in range(d0 - 1, d1 + 1) for m in (1, 2, 5)]
+        lo2 = max([t for t in round_ if t <= lo * (1 + 1e-9)], default=lo)
+        hi2 = min([t for t in round_ if t >= hi * (1 - 1e-9)], default=hi)
+        return lo2, hi2, log_ticks(lo2, hi2, n)
+    step = nice_step(lo, hi, n)
+    if len(multiples(step, lo, hi)) < 2:  # the range holds one round number: the step that spans it
+        mag = 10.0 ** math.floor(math.log10(hi - lo))
+        step = next(float(f"{m * mag:.1g}") for m in STEPS if m * mag >= hi - lo)
+    lo2 = math.floor(lo / step + 1e-9) * step
+    hi2 = math.ceil(hi / step - 1e-9) * step
+    ticks = multiples(step, lo2, hi2)
+    return ticks[0], ticks[-1], ticks
+
+
+def tick(v: float) -> str:
+    """An axis label: 0.5, 2, 0.02, 1e-4, 20k, 1M."""
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1000:
+        return si(v)
+    if a < 1e-3:
+        m, e = f"{v:.0e}".split("e")
+        return f"{m}e{int(e)}"
+    return f"{v:.6g}"

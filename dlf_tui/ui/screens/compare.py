@@ -27,7 +27,7 @@ from textual.worker import get_current_worker
 from dlf_tui.core import series as S
 from dlf_tui.core.states import LIVE
 from dlf_tui.store import run as runs, sweep as sweeps
-from dlf_tui.ui import fmt
+from dlf_tui.ui import fmt, keys
 from dlf_tui.ui.session.base import RunSession
 from dlf_tui.ui.session.disk import DiskSource
 from dlf_tui.ui.session.member import PENDING, still_live
@@ -89,19 +89,7 @@ def run_labels(rs: list[runs.Run]) -> list[str]:
 
 # -- the view ----------------------------------------------------------------------------------
 class CompareScreen(Screen):
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("l", "toggle_log", "Log-y"),
-        Binding("e", "cycle_smoothing", "EMA"),
-        Binding("z", "zoom", "Zoom chart"),
-    ]
-    # (title, help, action) for the command palette; the keys above do the same
-    PALETTE = [
-        ("Back", "escape: leave the comparison", "back"),
-        ("Toggle log-y loss", "l: log or linear y for the loss chart", "toggle_log"),
-        ("Cycle EMA smoothing", "e: off / 10 / 100 / 1000 updates", "cycle_smoothing"),
-        ("Zoom a chart", "z: fill the screen with one chart, then the next; Esc restores", "zoom"),
-    ]
+    BINDINGS = keys.COMPARE
 
     def __init__(self, rs: list[runs.Run], style: Style, labels: list[str] | None = None,
                  title: str = "", **kw: Any) -> None:

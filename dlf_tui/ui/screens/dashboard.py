@@ -1,4 +1,5 @@
-"""The dashboard: its keys, command-palette entries and the steering of a live run.
+"""The dashboard: its keys (``keys.DASHBOARD``: the footer, ``?`` and the command
+palette all come from them) and the steering of a live run.
 
 ``DashboardScreen`` is ``DashboardView`` (``screens/dashboard_view.py``: the
 layout, the refresh and the facts from the event pump) plus what the user
@@ -13,11 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from textual import on
-from textual.binding import Binding
 from textual.widgets import Input
 
 from dlf_tui.core.states import PAUSED
-from dlf_tui.ui import fmt
+from dlf_tui.ui import fmt, keys
 from dlf_tui.ui import messages as M
 from dlf_tui.ui.screens.dashboard_view import LAST_N, SMOOTHING, DashboardView
 from dlf_tui.ui.widgets.charts.accuracy import AccuracyChart
@@ -25,7 +25,7 @@ from dlf_tui.ui.widgets.charts.weights import WeightsChart
 from dlf_tui.ui.widgets.controls import Controls
 from dlf_tui.ui.widgets.event_log import EventLog
 
-NUDGE = 1.25  # A and T move by this factor per key press
+NUDGE = keys.NUDGE  # A and T move by this factor per key press
 
 
 def nudged(name: str, value: float, up: bool) -> float | int:
@@ -42,52 +42,15 @@ def nudged(name: str, value: float, up: bool) -> float | int:
 
 
 class DashboardScreen(DashboardView):
-    BINDINGS = [
-        Binding("space", "pause_resume", "Pause/resume"),
-        Binding("plus,equals_sign", "nudge('amplitude', 1)", "A+", key_display="+"),
-        Binding("minus", "nudge('amplitude', 0)", "A−", key_display="-"),
-        Binding("greater_than_sign,full_stop", "nudge('period', 1)", "T+", key_display=">"),
-        Binding("less_than_sign,comma", "nudge('period', 0)", "T−", key_display="<"),
-        Binding("a", "edit('amplitude')", "Edit A"),
-        Binding("t", "edit('period')", "Edit T"),
-        Binding("r", "edit('lr')", "Edit lr"),
-        Binding("c", "checkpoint", "Checkpoint"),
-        Binding("s", "stop", "Stop run"),
-        Binding("w", "cycle_window", "Window"),
-        Binding("e", "cycle_smoothing", "EMA"),
-        Binding("l", "toggle_log", "Log-y"),
-        Binding("v", "events", "Events"),
-        Binding("z", "zoom", "Zoom chart"),
-        Binding("o", "app.compare_picker", "Compare"),
-        Binding("k", "class_view", "Classes"),
-        Binding("left_square_bracket", "class_page(-1)", "Classes◂", key_display="["),
-        Binding("right_square_bracket", "class_page(1)", "Classes▸", key_display="]"),
-        Binding("escape", "leave_input", "Leave field", show=False),
-    ]
+    BINDINGS = keys.DASHBOARD  # ids, tooltips: the palette and `?` are built from them
 
-    # (title, help, action) for the command palette; the keys above do the same
-    PALETTE = [
-        ("Pause / resume the run", "space: pause after this update, or resume", "pause_resume"),
-        ("Increase amplitude A", f"+: multiply A by {NUDGE}", "nudge('amplitude', 1)"),
-        ("Decrease amplitude A", f"-: divide A by {NUDGE} (not below 1)", "nudge('amplitude', 0)"),
-        ("Increase period T", f">: multiply T by {NUDGE}", "nudge('period', 1)"),
-        ("Decrease period T", f"<: divide T by {NUDGE} (not below 1)", "nudge('period', 0)"),
-        ("Set amplitude A…", "a: type a new amplitude, Enter applies", "edit('amplitude')"),
-        ("Set period T…", "t: type a new period, Enter applies", "edit('period')"),
-        ("Set learning rate…", "r: type a new lr, Enter applies", "edit('lr')"),
-        ("Checkpoint now", "c: save a checkpoint at the current update", "checkpoint"),
-        ("Stop the run", "s: checkpoint and stop the engine (asks first)", "stop"),
-        ("Cycle chart window", "w: whole run / current period / last N updates", "cycle_window"),
-        ("Cycle EMA smoothing", "e: off / 10 / 100 / 1000 updates", "cycle_smoothing"),
-        ("Toggle log-y loss", "l: log or linear y for the loss chart", "toggle_log"),
-        ("Show the event log", "v: maximise / restore the event log", "events"),
-        ("Zoom a chart", "z: fill the screen with one chart, then the next; Esc restores", "zoom"),
-        ("Compare with other runs…", "o: choose runs to overlay with this one (same charts)",
-         "app.compare_picker"),
-        ("Cycle accuracy classes", "k: with over 10 classes, chart the worst / best / by index", "class_view"),
-        ("Previous accuracy classes", "[: the previous classes of the accuracy chart's view", "class_page(-1)"),
-        ("Next accuracy classes", "]: the next classes of the accuracy chart's view", "class_page(1)"),
-    ]
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Steering needs a live engine: hidden once the run is read-only (ended,
+        or opened from disk), dimmed while none answers yet (starting, a sweep
+        member followed from disk)."""
+        if action in keys.STEERING and not self.live:
+            return False if self.read_only else None
+        return True
 
     def on_command_answered(self, msg: M.CommandAnswered) -> None:
         controls = self.query_one(Controls)

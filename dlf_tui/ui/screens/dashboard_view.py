@@ -22,7 +22,9 @@ from dlf_tui.core import series as S
 from dlf_tui.core.states import CRASHED
 from dlf_tui.ui import fmt
 from dlf_tui.ui import messages as M
+from dlf_tui.ui.gpu import GpuProbe
 from dlf_tui.ui.session.base import RunSession
+from dlf_tui.ui.stability import stability
 from dlf_tui.ui.widgets.charts.accuracy import AccuracyChart
 from dlf_tui.ui.widgets.charts.base import Chart, Context, Style
 from dlf_tui.ui.widgets.charts.drop import DropChart
@@ -58,11 +60,13 @@ class DashboardView(Screen):
         self.log_y = True
         self.dirty = True
         self.live = False
+        self.read_only = False  # the run ended, or was opened from disk: nothing to steer, ever
         self.redraws = 0
         self.history_loaded = False  # everything on disk (up to the hello) has been read
         self._early_events: list[tuple[int, str, str, str]] = []
         self._next_redraw = 0.0
         self._drawn_version = -1
+        self.gpu = GpuProbe()  # NVML, when installed: the status bar's GPU memory and utilisation
 
     @property
     def dlf(self) -> "DlfApp":
@@ -104,6 +108,7 @@ class DashboardView(Screen):
         self.history_loaded = False
         self.dirty = True
         self.update_status()
+        self.refresh_bindings()
 
     # -- the view window -------------------------------------------------------------------
     def window_range(self) -> tuple[float, float]:
@@ -130,7 +135,8 @@ class DashboardView(Screen):
         x0, x1 = self.window_range()
         lr = self.session.params.get("lr")
         return Context(self.session.history, x0, x1, self.smoothing, self.log_y,
-                       self.session.timeline.markers_between(x0, x1), self.style, lr)
+                       self.session.timeline.markers_between(x0, x1), self.style, lr,
+                       stability(self.session.config))
 
     def redraw(self, force: bool = False) -> None:
         """The timer: redraw charts only when new data (or a view change) arrived."""
@@ -181,12 +187,19 @@ class DashboardView(Screen):
                 lam = s.history.last_value(series, S.HESSIAN_LAMBDA_MAX)
                 if lam is not None:
                     info.lambda_max = lam
+                    edge = stability(s.config).edge
+                    if edge is not None:
+                        info.edge_label, info.edge = edge.label, edge.at(p.get("lr"))
                     break
+            if s.live and s.device.startswith("cuda"):
+                info.gpu = self.gpu.line(s.device)
         self.query_one(StatusBar).show(info)
 
     # -- facts from the pump ---------------------------------------------------------------------
     def on_run_started(self, msg: M.RunStarted) -> None:
         self.live = msg.live
+        self.read_only = False
+        self.refresh_bindings()  # the steering keys (check_action)
         self.query_one(Controls).set_live(msg.live)
         if self.session is not None:
             self.query_one(Controls).show_params(self.session.params)
@@ -204,13 +217,9 @@ class DashboardView(Screen):
 
     def on_metrics_arrived(self, msg: M.MetricsArrived) -> None:
         self.dirty = True
-        if self.session is not None:
-            self.session.ack_data()
 
     def on_eval_arrived(self, msg: M.EvalArrived) -> None:
         self.dirty = True
-        if self.session is not None:
-            self.session.ack_data()
 
     def on_state_changed(self, msg: M.StateChanged) -> None:
         self.update_status()
@@ -226,6 +235,8 @@ class DashboardView(Screen):
 
     def on_run_ended(self, msg: M.RunEnded) -> None:
         self.live = False
+        self.read_only = True
+        self.refresh_bindings()
         self.query_one(Controls).set_live(False)
         if self.session is not None:
             self.query_one(Controls).show_params(self.session.params)

@@ -5,19 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Static
 
+from dlf_tui.ui import keys
 from dlf_tui.ui.widgets.footer import StableFooter
 
 
 class ErrorScreen(Screen):
-    BINDINGS = [
-        Binding("q", "app.exit_code(1)", "Quit"),
-        Binding("escape,b", "back", "Back to presets"),
-    ]
+    BINDINGS = keys.ERROR
 
     def __init__(self, title: str, reason: str, log: Path | None = None) -> None:
         super().__init__()

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.validation import ValidationResult, Validator
@@ -20,7 +19,7 @@ from textual.widgets.option_list import Option
 from dlf_tui.core import config as cfgmod
 from dlf_tui.core import presets as presetsmod
 from dlf_tui.store import run as runs, sweep as sweeps
-from dlf_tui.ui import fmt
+from dlf_tui.ui import fmt, keys
 from dlf_tui.ui.widgets.footer import StableFooter
 
 if TYPE_CHECKING:
@@ -93,11 +92,7 @@ def describe(cfg: cfgmod.Config) -> Text:
 
 
 class PickerScreen(Screen):
-    BINDINGS = [
-        Binding("enter", "start", "Start / attach", show=True, priority=False),
-        Binding("ctrl+r", "refresh_runs", "Refresh runs"),
-        Binding("escape", "leave_input", "Back to list", show=False),
-    ]
+    BINDINGS = keys.PICKER
 
     def __init__(self, runs_dir: Path, presets_dir: Path | None = None) -> None:
         super().__init__()
@@ -234,6 +229,8 @@ class PickerScreen(Screen):
             if not result.is_valid:  # the field's own one-line reason
                 raise cfgmod.ConfigError(result.failure_descriptions[0])
             items.append(f"{key}={text}")
+        if getattr(self.app, "offline", False):  # dlf-tui --offline
+            items.append("data.download=false")
         try:
             return cfgmod.apply_overrides(cfg, items, source="")
         except cfgmod.ConfigError as err:  # a rule across fields

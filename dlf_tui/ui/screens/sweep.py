@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from dlf_tui.core.states import CRASHED, RUNNING
 from dlf_tui.store import run as runs, sweep as sweeps
-from dlf_tui.ui import fmt
+from dlf_tui.ui import fmt, keys
 from dlf_tui.ui.screens.sweep_grid import SweepGrid, scale, signature, snapshot
 from dlf_tui.ui.widgets.charts.base import Style
 from dlf_tui.ui.widgets.charts.heatmap import Heatmap
@@ -41,21 +40,7 @@ METRIC_NAME = {"train": "train accuracy", "val": "held-out accuracy"}
 
 
 class SweepScreen(Screen):
-    BINDINGS = [
-        Binding("enter", "open_cell", "Open"),
-        Binding("v", "toggle_metric", "Train/val"),
-        Binding("n", "next_slice", "Slice"),
-        Binding("s", "stop", "Stop"),
-    ]
-    # (title, help, action) for the command palette; the keys above do the same
-    PALETTE = [
-        ("Open the cell's runs", "enter: overlay the selected cell's seeds in the compare view",
-         "open_cell"),
-        ("Toggle train / held-out accuracy", "v: which accuracy the heatmap and its colours show",
-         "toggle_metric"),
-        ("Next slice", "n: the next value of the third (and further) axis", "next_slice"),
-        ("Stop the sweep", "s: every member checkpoints and stops (asks first)", "stop"),
-    ]
+    BINDINGS = keys.SWEEP
 
     def __init__(self, sweep: sweeps.Sweep, style: Style, **kw: Any) -> None:
         super().__init__(**kw)

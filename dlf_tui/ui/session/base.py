@@ -64,21 +64,6 @@ class RunSession:
         self._lock = threading.Lock()  # guards client/_pending/sent
         self._linked = threading.Condition(self._lock)  # notified when the connection changes
         self._pending: dict[int, Pending] = {}
-        # Coalescing: a fast engine sends many chunks a second; the UI needs one
-        # nudge per redraw, not one message per chunk (it reads the data from here).
-        self._data_posted = False
-
-    def note_data(self) -> bool:
-        """New rows arrived: True when the UI is to be told (no earlier nudge
-        still waits for ``ack_data``)."""
-        if self._data_posted:
-            return False
-        self._data_posted = True
-        return True
-
-    def ack_data(self) -> None:
-        """The UI took note of new rows: post the next arrival again."""
-        self._data_posted = False
 
     # -- facts -------------------------------------------------------------------------
     @property

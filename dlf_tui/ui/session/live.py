@@ -132,8 +132,8 @@ class LiveSource:
             if not s.history.add(series, msg.start, arr):
                 self.disk.catch_up(series, msg.start)  # rows missing (we were slow): from disk
                 s.history.add(series, msg.start, arr)
-            if s.note_data():
-                post((M.MetricsArrived if series == S.METRICS else M.EvalArrived)(msg.start, msg.rows))
+            # latest-value facts: a newer one replaces one still queued (Message.can_replace)
+            post((M.MetricsArrived if series == S.METRICS else M.EvalArrived)(msg.start, msg.rows))
         elif isinstance(msg, protocol.State):
             s.state, s.step, s.total = msg.state, msg.step, msg.total
             s.rate, s.reason = msg.rate, msg.reason

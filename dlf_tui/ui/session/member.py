@@ -59,7 +59,7 @@ class MemberPolling:
             time.sleep(DISK_POLL_S)
             if s.run.file(runs.SOCKET).exists():
                 return True
-            if disk.poll() and s.note_data():
+            if disk.poll():
                 post(M.MetricsArrived(0, s.history.rows))
             disk.load_events(post)
             if (s.state, s.reason) != shown:

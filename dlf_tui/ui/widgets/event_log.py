@@ -1,4 +1,8 @@
-"""The event log: edits, pauses, checkpoints, warnings and errors, with their step."""
+"""The event log: edits, pauses, checkpoints, warnings and errors, with their step.
+
+The kind column is ``KIND_W`` wide; a longer kind (``static_tail``,
+``edge_of_stability``) is written whole and its message follows it on that line:
+a kind is never cut."""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from textual.widgets import RichLog
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": ""}
 KIND_STYLE = {"set": "bold cyan", "pause": "yellow", "resume": "green", "checkpoint": "blue",
               "stop": "magenta", "finish": "bold blue", "error": "bold red", "refused": "yellow",
-              "ui": "dim", "static_tail": "cyan", "stability": "bold magenta"}
+              "ui": "dim", "static_tail": "cyan", "stability": "bold magenta",
+              "edge_of_stability": "bold magenta", "diverged": "bold red", "rollback": "magenta"}
+KIND_W = 10  # the kind column: most kinds fit, longer ones push their message along
 
 
 class EventLog(RichLog):
@@ -21,6 +27,6 @@ class EventLog(RichLog):
         self.entries.append((step, kind, message, level))
         del self.entries[:-500]
         style = LEVEL_STYLE.get(level) or KIND_STYLE.get(kind, "")
-        line = Text.assemble((f"{step:>9,} ", "dim"), (f"{kind:<10.10} ", KIND_STYLE.get(kind, style)),
+        line = Text.assemble((f"{step:>9,} ", "dim"), (f"{kind:<{KIND_W}} ", KIND_STYLE.get(kind, style)),
                              (message, style))
         self.write(line)

@@ -14,13 +14,15 @@ from textual.widgets import Footer
 class StableFooter(Footer):
     _signature: tuple | None = None
 
-    def bindings_changed(self, screen: Screen) -> None:
+    def bindings_changed(self, screen: Screen):  # noqa: ANN201 - None, or Footer's coroutine
+        """Skip an unchanged rebuild; else Footer's own (a coroutine before
+        Textual 4: returned, so that whoever called this awaits it)."""
         try:
             sig = tuple((key, b.binding.description, b.binding.show, b.enabled)
                         for key, b in screen.active_bindings.items())
         except Exception:  # noqa: BLE001 - unknown Textual internals: behave like Footer
             sig = None
         if sig is not None and sig == self._signature and self._bindings_ready:
-            return
+            return None
         self._signature = sig
-        super().bindings_changed(screen)
+        return super().bindings_changed(screen)

@@ -1,6 +1,8 @@
 """The status bar: run id, preset, device, state, step/total, updates/s, ETA,
-period number, emphasised class, A, T, lr, and the chart view settings.
-Segments wrap as whole words, so 80 columns shows all of them on two lines."""
+period number, emphasised class, A, T, lr, the newest λ_max against the
+optimiser's stability line, GPU memory and utilisation (a live CUDA run, with
+NVML), and the chart view settings.  Segments wrap as whole words, so 80
+columns shows all of them on two or three lines."""
 
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ class StatusInfo:
     smoothing: str = "EMA off"
     log_y: bool = True
     lambda_max: float | None = None  # newest Hessian λ_max, when the run measures it
+    edge: float | None = None  # the stability line's value now (None: the optimiser has none)
+    edge_label: str = ""  # its name: 2/η, 2(1+β)/η
+    gpu: str = ""  # "GPU 3.2/80 GiB 97%" (ui/gpu.py), "" when not known
 
 
 class StatusBar(Widget):
@@ -88,11 +93,15 @@ class StatusBar(Widget):
             Text.assemble(("T ", "dim"), (fmt.num(i.period), "bold")),
             Text.assemble(("lr ", "dim"), (fmt.num(i.lr), "bold")),
         ]
-        if i.lambda_max is not None and i.lr:
-            edge = 2.0 / float(i.lr)
-            unstable = i.lambda_max > edge
+        if i.lambda_max is not None and i.edge:
+            unstable = i.lambda_max > i.edge
             segs.append(Text.assemble(("λmax ", "dim"), (fmt.num(i.lambda_max), "bold red" if unstable else "bold"),
-                                      (" > " if unstable else " < ", "dim"), ("2/lr ", "dim"), fmt.num(edge)))
+                                      (" > " if unstable else " < ", "dim"), (f"{i.edge_label} ", "dim"),
+                                      fmt.num(i.edge)))
+        elif i.lambda_max is not None:
+            segs.append(Text.assemble(("λmax ", "dim"), (fmt.num(i.lambda_max), "bold")))
+        if i.gpu:
+            segs.append(Text(i.gpu))
         segs += [
             Text(i.run_id or "–", style="bold"),
             Text(i.preset or "–"),

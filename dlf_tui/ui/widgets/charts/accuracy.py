@@ -119,13 +119,14 @@ class AccuracyChart(Chart):
         h = ctx.history
         cls_cols = list(class_columns(h.metric_columns, S.accuracy_class).values())
         view = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, S.ACCURACY, *cls_cols])
-        legend = []
+        legend, items = [], []
         for i, col in enumerate(cls_cols):
             marker, color = ctx.style.cls(i)
-            self.curve(view, col, marker, color, ctx.smoothing)
+            items.append((col, marker, color))
             legend.append(f"{ctx.style.legend_mark(marker, color)} {i}")
         marker, color = ctx.style.main(0)
-        self.curve(view, S.ACCURACY, marker, color, ctx.smoothing)
+        items.append((S.ACCURACY, marker, color))
+        self.class_curves(view, items, ctx.smoothing, ylim=(0.0, 1.0))  # at 1.0 every class stays visible
         legend.insert(0, f"{ctx.style.legend_mark(marker, color)} all")
         val_cols = list(class_columns(h.eval_columns, S.val_accuracy_class).values())
         if val_cols and h.eval_rows:
@@ -137,7 +138,7 @@ class AccuracyChart(Chart):
                 self.line(x, y, vmark, color, scatter=True)
             legend.append("• val" if not (ctx.style.no_color or ctx.style.ascii) else "digit val")
         if self.points:
-            self.plt.ylim(0, 1)
+            self.set_ylim(0, 1)
         return "  ".join(legend)
 
     def capacity(self, marked: bool) -> int:
@@ -162,10 +163,9 @@ class AccuracyChart(Chart):
         view = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(),
                        [S.STEP, S.ACCURACY, *(train_cols[c] for c in shown)])
         slots = [style.cls(s) for s in range(len(shown))]
-        for c, (marker, color) in zip(shown, slots):
-            self.curve(view, train_cols[c], marker, color, ctx.smoothing)
         all_marker, all_color = style.main(0)
-        self.curve(view, S.ACCURACY, all_marker, all_color, ctx.smoothing)
+        self.class_curves(view, [(train_cols[c], m, col) for c, (m, col) in zip(shown, slots)]
+                          + [(S.ACCURACY, all_marker, all_color)], ctx.smoothing, ylim=(0.0, 1.0))
         val_cols = class_columns(h.eval_columns, S.val_accuracy_class)
         has_val = bool(h.eval_rows) and bool(val_cols)
         if has_val:
@@ -180,7 +180,7 @@ class AccuracyChart(Chart):
                 x, y = self.series(ev, S.VAL_ACCURACY, 0.0)
                 self.line(x, y, "v" if style.ascii else "•", all_color, scatter=True)
         if self.points:
-            self.plt.ylim(0, 1)
+            self.set_ylim(0, 1)
         # the subtitle: which classes these are, and what the other marks mean
         a, b = self.first + 1, self.first + len(shown)
         span = f"{a}–{b}" if b > a else f"{a}"

@@ -9,6 +9,7 @@ any other reason redraws nothing).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from textual_plotext import PlotextPlot
 from dlf_tui.ui import fmt
 from dlf_tui.ui.history import RunHistory, ema
 from dlf_tui.ui.pyramid import View
+from dlf_tui.ui.stability import Stability
 from dlf_tui.ui.timeline import Marker
 from dlf_tui.ui.widgets.charts.plotext_adapter import build_strips, hex_color
 
@@ -81,6 +83,7 @@ class Context:
     markers: list[Marker] = field(default_factory=list)
     style: Style = field(default_factory=Style)
     lr: float | None = None
+    stability: Stability | None = None  # the run's stability line (its optimiser's)
 
 
 class Chart(PlotextPlot):
@@ -97,6 +100,10 @@ class Chart(PlotextPlot):
         self._cache: tuple[tuple, list[Strip]] | None = None
         self.has_data = False
         self.points = 0  # points handed to plotext in the last draw
+        self.yrange: dict[str, list[float]] = {}  # y side → [min, max] of what the last draw drew
+        self.ylimits: dict[str, tuple[float, float]] = {}  # y side → fixed limits (accuracy: 0..1)
+        self.ylog: set[str] = set()  # the y sides on a log scale
+        self.yticks: dict[str, list[float]] = {}  # y side → the ticks the last draw set
         self.draw_ms = 0.0  # the last draw (query + plotext setup)
         self.build_ms = 0.0  # the last build (plotext + ANSI parsing)
 
@@ -111,6 +118,7 @@ class Chart(PlotextPlot):
         p = self.plt
         p.clear_figure()
         self.points = 0
+        self.yrange, self.ylimits, self.ylog, self.yticks = {}, {}, set(), {}
         legend = self.plot(ctx) or ""
         title = f"{self.TITLE}  {legend}" if legend else self.TITLE
         if title != self.border_title:
@@ -125,12 +133,45 @@ class Chart(PlotextPlot):
     def plot(self, ctx: Context) -> str | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def set_log(self, yside: str = "left") -> None:
+        """A log y axis (its ticks: 1, 2, 5 × powers of ten)."""
+        self.ylog.add(yside)
+        self.plt.yscale("log", yside=yside)
+
+    def set_ylim(self, lo: float, hi: float, yside: str = "left") -> None:
+        self.ylimits[yside] = (lo, hi)
+        self._ylim(lo, hi, yside)
+
+    def _ylim(self, lo: float, hi: float, yside: str) -> None:
+        if yside in self.ylog:  # plotext takes a log axis's limits as log10 (its ticks as values)
+            if lo <= 0:
+                return
+            lo, hi = math.log10(lo), math.log10(hi)
+        self.plt.ylim(lo, hi, yside=yside)
+
+    def y_tick_count(self) -> int:
+        """How many y labels the plot's height holds (one every other row, 2 to 8)."""
+        return max(2, min(8, (self.size.height - 2) // 2))
+
     def _axes(self, ctx: Context) -> None:
         p = self.plt
         x0, x1 = ctx.x0, max(ctx.x1, ctx.x0 + 1)
         p.xlim(x0, x1)
         ticks = fmt.nice_ticks(x0, x1, max(2, self.size.width // 16))
         p.xticks(ticks, [fmt.si(t) for t in ticks])
+        for side in set(self.yrange) | set(self.ylimits):
+            # round 1-2-5 labels at both ends, not plotext's evenly spaced 2.91 / 2.43 / 1.96
+            if side in self.ylimits:
+                lo, hi = self.ylimits[side]
+                ys = fmt.axis(lo, hi, self.y_tick_count(), side in self.ylog)[2]
+            else:
+                lo, hi, ys = fmt.axis(*self.yrange[side], self.y_tick_count(), side in self.ylog)
+                if hi > lo:
+                    self._ylim(lo, hi, side)
+            ys = [t for t in ys if lo <= t <= hi]
+            if ys and hi > lo:
+                self.yticks[side] = ys
+                p.yticks(ys, [fmt.tick(t) for t in ys], yside=side)
         for m in ctx.markers:
             if x0 <= m.step <= x1:
                 p.vline(m.step, MARKER_COLOR)
@@ -145,7 +186,7 @@ class Chart(PlotextPlot):
         return view.x, y
 
     def curve(self, view: View, column: str, marker: str, color: str, smoothing: float,
-              floor: float | None = None) -> None:
+              floor: float | None = None, yside: str = "left") -> None:
         """Draw one column.  EMA on: a line through the smoothed means.  Off: a
         line through the means where each point's values are tight, or the
         band itself (each point's min and max as dots) where they spread over
@@ -157,7 +198,7 @@ class Chart(PlotextPlot):
         j = view.col(column)
         if smoothing > 0:
             x, y = self.series(view, column, smoothing)
-            self.line(x, y, marker, color, floor)
+            self.line(x, y, marker, color, floor, yside=yside)
             return
         mn, mx = view.mn[:, j], view.mx[:, j]
         if floor is not None:
@@ -169,23 +210,66 @@ class Chart(PlotextPlot):
             spread = hi - lo
             full = np.nanmax(hi) - np.nanmin(lo) if np.any(~np.isnan(hi)) else 0.0
         if full > 0 and nan_median(spread) > BAND * full:
-            self.line(view.x, mn, marker, color, floor, scatter=True)
-            self.line(view.x, mx, marker, color, floor, scatter=True)
+            self.line(view.x, mn, marker, color, floor, scatter=True, yside=yside)
+            self.line(view.x, mx, marker, color, floor, scatter=True, yside=yside)
         else:
-            self.line(view.x, view.mean[:, j], marker, color, floor)
+            self.line(view.x, view.mean[:, j], marker, color, floor, yside=yside)
+
+    def class_curves(self, view: View, items: list[tuple[str, str, str]], smoothing: float,
+                     ylim: tuple[float, float] | None = None) -> None:
+        """Draw several columns (``(column, marker, colour)``: the classes) so
+        that each stays visible where they meet.  A character cell shows one
+        series (the last drawn), so where several classes fall in the same cell
+        of a column, column j keeps only the ``j mod k``-th of those ``k``: the
+        shared stretch reads as a stripe of every class's colour (or marker)
+        instead of the one drawn last.  Elsewhere each is drawn as ``curve``
+        draws it (a line, or its min/max band)."""
+        if len(view) == 0:
+            return
+        parts = []  # per class: (marker, colour, band?, [y arrays])
+        for column, marker, color in items:
+            if column not in view.columns:
+                continue
+            j = view.col(column)
+            if smoothing > 0:
+                parts.append((marker, color, False, [self.series(view, column, smoothing)[1]]))
+                continue
+            mn, mx = view.mn[:, j], view.mx[:, j]
+            with np.errstate(invalid="ignore"):
+                full = np.nanmax(mx) - np.nanmin(mn) if np.any(~np.isnan(mx)) else 0.0
+                band = bool(full > 0 and nan_median(mx - mn) > BAND * full)
+            parts.append((marker, color, band, [mn, mx] if band else [view.mean[:, j]]))
+        if not parts:
+            return
+        keep = shared_cells([ys for *_, ys in parts], max(2, self.size.height - 2), ylim)
+        for (marker, color, band, ys), masks in zip(parts, keep):
+            for y, (o, a) in zip(ys, masks):
+                if band:
+                    self.line(view.x[o | a], y[o | a], marker, color, scatter=True)
+                    continue
+                for lo, hi in runs_of(a):  # its own stretches: a line
+                    if hi - lo > 1:
+                        self.line(view.x[lo:hi], y[lo:hi], marker, color)
+                    else:
+                        o = o.copy()
+                        o[lo] = True
+                if o.any():  # shared cells it keeps (and lone points): dots
+                    self.line(view.x[o], y[o], marker, color, scatter=True)
 
     def line(self, x: np.ndarray, y: np.ndarray, marker: str, color: str,
-             floor: float | None = None, scatter: bool = False) -> None:
+             floor: float | None = None, scatter: bool = False, yside: str = "left") -> None:
         """One series; with ``floor`` (log-y) values below it are clamped to it."""
-        ok = ~np.isnan(y)
+        ok = np.isfinite(y)  # plotext cannot place ±inf (a diverged run's loss) either
         if floor is not None:
-            ok &= np.isfinite(y)
             y = np.maximum(y, floor)
         if not ok.any():
             return
         xs, ys = x[ok].tolist(), y[ok].tolist()
-        (self.plt.scatter if scatter else self.plt.plot)(xs, ys, marker=marker, color=color)
+        (self.plt.scatter if scatter else self.plt.plot)(xs, ys, marker=marker, color=color, yside=yside)
         self.points += len(xs)
+        lo, hi = min(ys), max(ys)
+        r = self.yrange.setdefault(yside, [lo, hi])
+        r[0], r[1] = min(r[0], lo), max(r[1], hi)
 
     @staticmethod
     def log_floor(*ys: np.ndarray) -> float:
@@ -226,6 +310,63 @@ def nan_median(v: np.ndarray) -> float:
         return float("nan")
     h = n // 2
     return float(v[h]) if n % 2 else float((v[h - 1] + v[h]) / 2)
+
+
+def shared_cells(series: list[list[np.ndarray]], rows: int,
+                 ylim: tuple[float, float] | None = None) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """For each class (its y arrays, one point per column) and each of its
+    arrays: (``own``, ``alone``) boolean masks over the columns.  ``alone``:
+    no other class falls in that character cell (row of ``rows`` over the
+    common y range, or ``ylim``); ``own``: shared, and this class's turn to
+    show it (``j mod k`` among the ``k`` classes there)."""
+    finite = [y[np.isfinite(y)] for ys in series for y in ys]
+    finite = [f for f in finite if f.size]
+    if ylim is not None:
+        lo, hi = ylim
+    elif finite:
+        lo, hi = min(float(f.min()) for f in finite), max(float(f.max()) for f in finite)
+    else:
+        lo, hi = 0.0, 1.0
+    span = hi - lo if hi > lo else 1.0
+    n = max((y.size for ys in series for y in ys), default=0)
+    cells = []  # per class: per array, the cell row of each column (-1: no point)
+    for ys in series:
+        rows_of = []
+        for y in ys:
+            with np.errstate(invalid="ignore"):
+                r = np.floor((y - lo) / span * (rows - 1) + 0.5)
+            rows_of.append(np.where(np.isfinite(r), r, -1).astype(np.int64))
+        cells.append(rows_of)
+    # who is in each (column, row)
+    who: dict[tuple[int, int], list[int]] = {}
+    for c, rows_of in enumerate(cells):
+        for r in rows_of:
+            for j in np.flatnonzero(r >= 0):
+                k = who.setdefault((int(j), int(r[j])), [])
+                if not k or k[-1] != c:
+                    k.append(c)
+    out = []
+    for c, rows_of in enumerate(cells):
+        masks = []
+        for r in rows_of:
+            own, alone = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+            for j in np.flatnonzero(r >= 0):
+                k = who[(int(j), int(r[j]))]
+                if len(k) == 1:
+                    alone[j] = True
+                elif k[int(j) % len(k)] == c:
+                    own[j] = True
+            masks.append((own, alone))
+        out.append(masks)
+    return out
+
+
+def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The [start, stop) stretches where ``mask`` is True."""
+    if not mask.any():
+        return []
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
 def _message_strips(message: str, w: int, h: int) -> list[Strip]:

@@ -66,8 +66,8 @@ class CompareChart(Chart):
         for v, marker, color in views:
             self.curve(v, self.column, marker, color, ctx.smoothing, floor)
         if self.points and log:
-            self.plt.yscale("log")
+            self.set_log()
         if self.points and self.unit:
-            self.plt.ylim(0, 1)
+            self.set_ylim(0, 1)
         runs = f"{len(views)} run{'s' if len(views) != 1 else ''}"
         return f"{runs}  {'log-y' if log else ''}".rstrip() if self.log_scale else runs

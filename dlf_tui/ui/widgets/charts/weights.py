@@ -1,7 +1,10 @@
 """Γ_i(t): the weight of every class in the dynamical loss (ΣΓ = C).
 
 Up to ``ALL_CLASSES`` classes (10) every Γ_i is drawn, each in its own colour
-and, without colour, its own marker.
+and, without colour, its own marker; where they meet (a whole long run in 80
+columns: every column spans whole periods, so every class's band covers the
+same cells) they take turns by column (``Chart.class_curves``), so no class
+hides another.
 
 With more (CIFAR-100), a hundred lines would be an unreadable tangle and slow
 to draw.  Under every schedule of this project (triangle, sine,
@@ -52,11 +55,12 @@ class WeightsChart(Chart):
         if self.border_subtitle:
             self.border_subtitle = ""
         view = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, *cols])
-        legend = []
+        legend, items = [], []
         for i, col in enumerate(cols):
             marker, color = ctx.style.cls(i)
-            self.curve(view, col, marker, color, ctx.smoothing)
+            items.append((col, marker, color))
             legend.append(f"{ctx.style.legend_mark(marker, color)} {i}")
+        self.class_curves(view, items, ctx.smoothing)  # where the Γ_i meet, each stays visible
         return "  ".join(legend)
 
     def _plot_summary(self, ctx: Context, cols: list[str]) -> str:
@@ -88,11 +92,13 @@ class WeightsChart(Chart):
             shown, source = self._accuracy_classes(cols)
             gcols = [S.gamma(c) for c in shown]
             cv = h.query(S.METRICS, ctx.x0, ctx.x1, self.npts(), [S.STEP, *gcols])
+            items = []
             for s, (c, col) in enumerate(zip(shown, gcols)):
                 marker, color = style.cls(s)
-                self.curve(cv, col, marker, color, ctx.smoothing)
+                items.append((col, marker, color))
                 legend.append(f"{style.legend_mark(marker, color)}{c}")
                 self.lines.append(str(c))
+            self.class_curves(cv, items, ctx.smoothing)
             subtitle = f"the others' Γ differ: {source}"
         if subtitle != self.border_subtitle:
             self.border_subtitle = subtitle
