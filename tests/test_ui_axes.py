@@ -20,7 +20,7 @@ from dlf_tui.core import config, presets  # noqa: E402
 from dlf_tui.ui import fmt  # noqa: E402
 from dlf_tui.ui.app import DlfApp  # noqa: E402
 from dlf_tui.ui.gpu import GIB, GpuProbe, gpu_text, nvml_index  # noqa: E402
-from dlf_tui.ui.stability import stability  # noqa: E402
+from dlf_tui.core.stability import stability  # noqa: E402
 from dlf_tui.ui.widgets.charts.base import CLASS_COLORS, shared_cells  # noqa: E402
 from dlf_tui.ui.widgets.charts.plotext_adapter import rich_color  # noqa: E402
 from dlf_tui.ui.widgets.event_log import EventLog  # noqa: E402

@@ -192,13 +192,14 @@ def load_vectors(cfg: DataConfig, device: torch.device, dtype: torch.dtype) -> D
 VECTOR_SETS = ("mnist1d", "digits")
 
 
-def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype, code=None) -> Dataset:
-    """The configured data set on ``device``: spiral points as ``dtype``, images as uint8;
-    a user's own loader through ``code`` (a ``user_code.UserCode``)."""
-    if entries.is_entry_text(cfg.name) or cfg.name in entries.plugins("data"):
-        from dlf_tui.engine import user_code, user_data
+def is_user_data(cfg: DataConfig) -> bool:
+    """``data.name`` names the user's own loader (``engine/user_data.py`` loads it)."""
+    return entries.is_entry_text(cfg.name) or cfg.name in entries.plugins("data")
 
-        return user_data.load(cfg, code or user_code.UserCode(), device, dtype)
+
+def load(cfg: DataConfig, device: torch.device, dtype: torch.dtype) -> Dataset:
+    """The configured built-in data set on ``device``: spiral points and vectors as
+    ``dtype``, images as uint8."""
     if cfg.name == "external":
         raise SetupError("data.name = external: this run records your own training loop "
                          "(dlf_tui.live); continue it from your script with "

@@ -29,6 +29,7 @@ from dlf_tui.engine import models
 from dlf_tui.engine.recorder import ChunkResult
 from dlf_tui.engine.runtime import TorchRNG, dtype_of, load_config, prepare_process, resolve_device
 from dlf_tui.engine.steps import select as steppers
+from dlf_tui.engine import user_data
 from dlf_tui.engine.user_code import UserCode
 
 log = logging.getLogger("dlf_tui.engine")
@@ -128,7 +129,8 @@ class Trainer:
         data entries are loaded from and kept (``user_code.UserCode``)."""
         self.cfg, self.device, self.dtype, self.dist = cfg, device, dtype, dist
         self.code = code = code or UserCode()
-        self.data = datamod.load(cfg.data, device, dtype, code)
+        self.data = (user_data.load(cfg.data, code, device, dtype) if datamod.is_user_data(cfg.data)
+                     else datamod.load(cfg.data, device, dtype))
         self.C = C = self.data.classes
         self.model = models.build(cfg.model, self.data.in_features, C, cfg.run.seed, device,
                                   dtype, code)

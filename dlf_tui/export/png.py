@@ -2,7 +2,7 @@
 
 One column of panels against the update: Γ_i(t), F, F(t−1) − F(t), accuracy,
 Hessian λ_max (with the stability line of the run's optimiser: 2/η for gradient
-descent, 2(1+β)/η for heavy-ball momentum, none for Adam; ``ui/stability.py``)
+descent, 2(1+β)/η for heavy-ball momentum, none for Adam; ``core/stability.py``)
 and NTK λ_max, each on its own log axis — the last two only when the run
 computed them.  ``export SWEEP --png``: heatmaps of a sweep's mean final
 accuracy per cell (``write_sweep_png``).  matplotlib is an optional extra
@@ -19,7 +19,7 @@ from dlf_tui.core import series
 from dlf_tui.core.errors import FigureError, RunError
 from dlf_tui.store import run as runs
 from dlf_tui.store import sweep as sweeps
-from dlf_tui.ui.stability import stability  # plain arithmetic: no textual
+from dlf_tui.core.stability import stability  # plain arithmetic: no textual
 
 def _matplotlib():
     try:

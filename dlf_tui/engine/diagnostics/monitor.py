@@ -4,12 +4,14 @@ and when λ_max settles on the other side of the stability threshold 2/η."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from dlf_tui.core.config import Config
+from dlf_tui.core.stability import stability
 from dlf_tui.engine.diagnostics.landscape import Diagnostics
 
 FULL_BATCH_MAX = 4096  # vector data sets up to this size: diagnostics on the whole training set
@@ -28,7 +30,9 @@ class Monitor:
         self.on_event, self.alone = on_event, alone
         self.enabled, self.every, self.ntk_every = d.enabled, d.every, d.ntk_every
         self._probe = None  # the Diagnostics helper, made when first needed
-        self._above: bool | None = None  # which side of 2/η λ_max has settled on
+        self._above: bool | None = None  # which side of the stability line λ_max has settled on
+        # the optimiser's line: 2/η (GD), 2(1+β)/η (heavy-ball momentum), none (Adam)
+        self.edge = stability({"optim": dataclasses.asdict(cfg.optim)}).edge
         self._pending: list[tuple[int, float]] = []
 
     def options(self) -> dict[str, Any]:
@@ -85,10 +89,14 @@ class Monitor:
         return row
 
     def _track_edge_of_stability(self, step: int, lam: float, lr: float) -> None:
-        """Log when λ_max settles on the other side of 2/η.  Inside the edge-of-
-        stability oscillation λ_max flips sides every reading; requiring a few
-        readings in a row keeps the log to real crossings, dated at the first."""
-        above = lam > 2.0 / lr
+        """Log when λ_max settles on the other side of the optimiser's stability line
+        (none for Adam: nothing is logged).  Inside the edge-of-stability oscillation
+        λ_max flips sides every reading; requiring a few readings in a row keeps the
+        log to real crossings, dated at the first."""
+        bound = self.edge.at(lr) if self.edge is not None else None
+        if bound is None:
+            return
+        above = lam > bound
         if self._above is None:
             self._above, self._pending = above, []
             return
@@ -102,4 +110,5 @@ class Monitor:
             side = "above" if above else "below"
             self.on_event("edge_of_stability",
                           f"edge of stability crossed at update {first}: λ_max {lam0:.4g} went "
-                          f"{side} 2/η = {2.0 / lr:.4g}", step=first, lambda_max=lam0, lr=lr)
+                          f"{side} {self.edge.label} = {bound:.4g}", step=first, lambda_max=lam0,
+                          lr=lr)

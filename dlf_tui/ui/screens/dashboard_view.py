@@ -24,7 +24,7 @@ from dlf_tui.ui import fmt
 from dlf_tui.ui import messages as M
 from dlf_tui.ui.gpu import GpuProbe
 from dlf_tui.ui.session.base import RunSession
-from dlf_tui.ui.stability import stability
+from dlf_tui.core.stability import stability
 from dlf_tui.ui.widgets.charts.accuracy import AccuracyChart
 from dlf_tui.ui.widgets.charts.base import Chart, Context, Style
 from dlf_tui.ui.widgets.charts.drop import DropChart

@@ -22,7 +22,7 @@ from textual_plotext import PlotextPlot
 from dlf_tui.ui import fmt
 from dlf_tui.ui.history import RunHistory, ema
 from dlf_tui.ui.pyramid import View
-from dlf_tui.ui.stability import Stability
+from dlf_tui.core.stability import Stability
 from dlf_tui.ui.timeline import Marker
 from dlf_tui.ui.widgets.charts.plotext_adapter import build_strips, hex_color
 

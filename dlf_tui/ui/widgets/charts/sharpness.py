@@ -1,5 +1,5 @@
 """Sharpness: the Hessian's top eigenvalue against the optimiser's stability
-line (``ui/stability.py``: 2/η for gradient descent, 2(1+β)/η for heavy-ball
+line (``core/stability.py``: 2/η for gradient descent, 2(1+β)/η for heavy-ball
 momentum, none for Adam), and the NTK's top eigenvalue on an axis of its own.
 
 The two λ_max live orders of magnitude apart (the spiral: Hessian ≈ 0.3–10,
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlf_tui.core import series as S
-from dlf_tui.ui.stability import Stability
+from dlf_tui.core.stability import Stability
 from dlf_tui.ui.widgets.charts.base import Chart, Context
 
 COLUMNS = (S.HESSIAN_LAMBDA_MAX, S.NTK_LAMBDA_MAX)

@@ -1,6 +1,7 @@
 """Where a run's updates stop being stable, as a bound on the Hessian's λ_max,
-for the optimiser the run uses (the sharpness chart's line, the status bar and
-``export --png``).  No textual, no torch: plain arithmetic on the config.
+for the optimiser the run uses (the sharpness chart's line, the status bar,
+``export --png`` and the engine's edge-of-stability events).  No textual, no torch:
+plain arithmetic on the config.
 
 * Gradient descent, step η: stable while λ_max < 2/η.
 * Heavy-ball momentum β (``optim.name = "sgd"``, PyTorch's SGD: v ← βv + g,
