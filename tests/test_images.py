@@ -192,15 +192,29 @@ def test_cifar_md5_is_checked_unless_verify_is_off(image_root):
 
 def test_missing_data_fails_at_start_with_one_line(tmp_path):
     empty = tmp_path / "nothing here"
-    r = runner.invoke(app, ["run", "cifar10-myrtle5", "--runs-dir", str(tmp_path / "r"),
+    r = runner.invoke(app, ["run", "cifar10-myrtle5", "--runs-dir", str(tmp_path / "r"), "--offline",
                             "--set", f"data.root={empty}", "--steps", "2"], catch_exceptions=False)
     assert r.exit_code != 0
     assert r.stderr.splitlines() == [
         f"error: CIFAR-10 not found: expected {empty}/cifar-10-batches-py/data_batch_1 "
-        f"(data.download = false); download with: python -m dlf_tui.engine.images download "
-        f"cifar10 --root {empty} (or run with --set data.download=true)"]
+        f"(offline: data.download = false); download with: python -m dlf_tui.engine.images download "
+        f"cifar10 --root {empty} (or run without --offline)"]
     [run] = runs.list_runs(tmp_path / "r")
     assert run.rows() == 0 and run.state()["state"] == "crashed"
+
+
+def test_a_first_run_downloads_and_says_in_one_line_when_there_is_no_network(tmp_path, monkeypatch):
+    # every HTTP(S) request goes to a proxy that refuses at once: no network, no waiting
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    empty = tmp_path / "nothing here"
+    r = runner.invoke(app, ["run", "cifar10-myrtle5", "--runs-dir", str(tmp_path / "r"),
+                            "--set", f"data.root={empty}", "--steps", "2"], catch_exceptions=False)
+    assert r.exit_code == 2, r.output
+    [line] = r.stderr.splitlines()
+    assert line.startswith(f"error: CIFAR-10: download into {empty} failed (") and "copy" in line
 
 
 # ---------------------------------------------------------------------------
@@ -436,7 +450,7 @@ def test_image_presets_validate_and_the_static_twin_differs_only_in_amplitude():
         cfg = presets.find(name)
         assert cfg.data.name == data and cfg.model.kind == "mlp" and cfg.description
     for cfg in (dyn, static):
-        assert cfg.description and not cfg.data.download
+        assert cfg.description and cfg.data.download  # the first run downloads
 
 
 def test_full_batch_gd_on_images_uses_the_autograd_stepper(image_root):

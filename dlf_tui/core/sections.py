@@ -45,7 +45,7 @@ class DataConfig:
     eval_every: int = _f(100, ">=1", "evaluate the held-out set every N updates")
     batch_size: int = _f(0, ">=0", "mini-batch size (0 = full batch)")
     root: str = _f("~/.cache/dlf-tui/data", None, "image data: torchvision's root directory (~ expanded)")
-    download: bool = _f(False, None, "image data: download the files into data.root when missing")
+    download: bool = _f(True, None, "image data: download the files into data.root when missing (--offline or DLF_TUI_OFFLINE=1: never)")
     verify: bool = _f(True, None, "image data: check the CIFAR files' md5 sums (torchvision's integrity check)")
     val_split: str = _f("test", "choice:test,holdout,none", "image data, mnist1d, digits: held-out set = the official test set (digits has none: a held-out part), a held-out part of train, or none")
     val_fraction: float = _f(0.1, "[0,1)", "image data, val_split = holdout: fraction of each class held out of train")

@@ -80,10 +80,10 @@ def read(name: str, root: str | Path, download: bool = False,
     root = Path(root).expanduser()
     where = root / src.folder
     missing = [f for f in src.files if not (where / f).is_file()]
-    how = f"download with: {download_command(name, root)} (or run with --set data.download=true)"
+    how = f"download with: {download_command(name, root)} (or run without --offline)"
     if missing and not download:
         raise DataUnavailable(f"{src.title} not found: expected {where}/{missing[0]} "
-                              f"(data.download = false); {how}")
+                              f"(offline: data.download = false); {how}")
     cls = _torchvision_class(name, verify)
     try:
         if download:
