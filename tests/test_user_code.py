@@ -281,8 +281,35 @@ def test_a_plugin_offers_a_model_and_a_data_set_by_name(tmp_path, monkeypatch):
         assert saved.kind == "plugin" and saved.module == "dlfplug"
         r = cli("run", "spiral-static", "--runs-dir", rdir, "--set", "model.kind=nosuchplugin")
         assert r.exit_code == 2 and "installed plugins: tinynet" in r.stderr
+        listing = cli("presets").stdout
+        assert "plugins (use as model.kind / data.name):" in listing
+        assert any(ln.split()[:3] == ["tinynet", "model", "dlfplug:mlp"] for ln in listing.splitlines())
+        picker_starts_a_plugin_run(rdir)  # the picker offers them too
     finally:
         entries.plugins.cache_clear()
+
+
+@sync
+async def picker_starts_a_plugin_run(rdir: Path) -> None:
+    from dlf_tui.ui.app import DlfApp
+    from dlf_tui.ui.screens.picker import PickerScreen
+
+    app = DlfApp(runs_dir=rdir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        picker = app.screen
+        assert isinstance(picker, PickerScreen)
+        assert "models: tinynet; data sets: blobs" in str(picker.query_one("#picker-plugins").render())
+        picker.query_one("#f-model").value = "tinynet"
+        picker.query_one("#f-data").value = "blobs"
+        picker.query_one("#f-steps").value = "40"
+        picker.query_one("#f-device").value = "cpu"
+        picker.query_one("#f-period").focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session is not None, timeout=60, what="engine start")
+        cfg = app.session.run.config()
+        assert (cfg.model.kind, cfg.data.name) == ("tinynet", "blobs")
+        await until(pilot, lambda: app.session.run.rows() == 40, timeout=60, what="the run")
+
 
 
 BAD = {

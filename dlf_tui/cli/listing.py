@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from dlf_tui.core import presets, states
+from dlf_tui.core import entries, presets, states
 from dlf_tui.core.errors import ConfigError
 from dlf_tui.cli.common import fail, with_hint
 from dlf_tui.store import run as runs
@@ -99,3 +99,9 @@ def list_presets(presets_dir: Optional[Path]) -> None:
     width = shutil.get_terminal_size((80, 24)).columns
     for line in preset_lines([(p.name, p.origin, p.description()) for p in found], width):
         typer.echo(line)
+    offered = [(role, name, target) for role in ("model", "data")
+               for name, target in sorted(entries.plugins(role).items())]
+    if offered:  # what installed packages offer by name (entry points)
+        typer.echo("\nplugins (use as model.kind / data.name):")
+        for line in preset_lines([(name, role, target) for role, name, target in offered], width):
+            typer.echo(line)

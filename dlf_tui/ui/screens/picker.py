@@ -17,6 +17,7 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from dlf_tui.core import config as cfgmod
+from dlf_tui.core import entries
 from dlf_tui.core import presets as presetsmod
 from dlf_tui.store import run as runs, sweep as sweeps
 from dlf_tui.ui import fmt, keys
@@ -33,6 +34,8 @@ FIELDS = (
     ("steps", "run.steps", "steps"),
     ("seed", "run.seed", "seed"),
     ("device", "run.device", "device"),
+    ("model", "model.kind", "model"),  # a built-in, a plugin's name or "./file.py:build"
+    ("data", "data.name", "data"),
 )
 
 
@@ -42,6 +45,14 @@ def field_value(cfg: cfgmod.Config, key: str) -> Any:
 
 
 DEFAULT_PRESET = "spiral-fig4"
+
+
+def plugin_line() -> str:
+    """The models and data sets installed plugins offer by name ("" when none)."""
+    offered = {role: sorted(entries.plugins(role)) for role in ("model", "data")}
+    parts = [f"{what}: {', '.join(names)}" for what, names in
+             (("models", offered["model"]), ("data sets", offered["data"])) if names]
+    return "plugins — " + "; ".join(parts) + " (type one into model / data)" if parts else ""
 
 
 class ConfigValue(Validator):
@@ -120,6 +131,9 @@ class PickerScreen(Screen):
                         yield Label(label, classes="form-label")
                         yield Input(id=f"f-{name}", compact=True, validators=[ConfigValue(key)],
                                     validate_on=["changed", "submitted"], select_on_focus=True)
+                plugins = plugin_line()
+                if plugins:
+                    yield Static(plugins, id="picker-plugins")
                 yield Static("", id="picker-msg")
                 yield Static("Enter starts the selected preset with these values "
                              "(Tab moves between fields).", id="picker-hint")
