@@ -5,8 +5,13 @@ tensor (so the update and ‖g‖ are one op each): a fixed sequence of tensor o
 per update with no autograd graph.  ``ckernel.CKernelMLPStep`` subclasses it
 and replaces ``step`` with one call into a C kernel.
 
-``tests/test_math.py`` and ``tests/test_ckernel.py`` prove it agrees with
-autograd and with the reference (1e-10, float64).
+Either loss of ``[loss] kind`` (``self.loss``): "ce", F = (1/N) Σ_n Γ[y_n]·CE_n, or
+"mse", F = (1/N) Σ_n Γ[y_n]·‖f(x_n) − e_{y_n}‖² on the raw outputs f, so that
+dF/df = (f − e_y)·2Γ[y]/N.  The statistics row's first C slots are Σ_{n∈c} −ℓ_n:
+Σ log p(y_n) for ce, −Σ of the squared errors for mse (``base.py``).
+
+``tests/test_math.py``, ``tests/test_fused_mse.py`` and ``tests/test_ckernel.py`` prove it
+agrees with autograd and with the reference (1e-10, float64).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ _THRESHOLD_BACKWARD_OUT = torch.ops.aten.threshold_backward.grad_input
 class FusedMLPStep(Stepper):
     """Hand-written full-batch GD step; the model's parameters become views of one flat buffer."""
 
-    needs_label_table = True  # the (rows × C × N) table of −Y·Γ[y]/N used by ``step``
+    needs_label_table = True  # the (rows × C × N) table of −Y·Γ[y]/N used by ``step`` (ce)
 
     def __init__(self, cfg: Config, model: nn.Module, data: Dataset, chunk_rows: int):
         super().__init__(cfg, model, data, chunk_rows)
@@ -73,7 +78,8 @@ class FusedMLPStep(Stepper):
         # per-chunk tables: per-sample weights Γ[y_n]/N and −Y·Γ[y_n]/N
         self.wtab = torch.empty(chunk_rows, N, dtype=dt, device=dev)
         self.w_rows = [self.wtab[i].view(1, N) for i in range(chunk_rows)]
-        if self.needs_label_table:
+        self._label_table = self.needs_label_table and self.loss == "ce"
+        if self._label_table:
             self.nywtab = torch.empty(chunk_rows, C, N, dtype=dt, device=dev)
             self.nyw_rows = list(self.nywtab.unbind(0))
         self.lr = cfg.optim.lr
@@ -90,7 +96,8 @@ class FusedMLPStep(Stepper):
     def begin_chunk(self, gammas: torch.Tensor) -> None:
         k = gammas.shape[0]
         torch.mm(gammas, self.YT, out=self.wtab[:k]).div_(self.N)
-        torch.mul(self.YT.unsqueeze(0), self.wtab[:k].unsqueeze(1), out=self.nywtab[:k]).neg_()
+        if self._label_table:
+            torch.mul(self.YT.unsqueeze(0), self.wtab[:k].unsqueeze(1), out=self.nywtab[:k]).neg_()
 
     def step(self, i: int) -> None:
         Wa, A, H, Z = self.Wa, self.A, self.H, self.Z
@@ -99,15 +106,18 @@ class FusedMLPStep(Stepper):
             torch.mm(Wa[l], A[l], out=Z[l])
             torch.clamp_min(Z[l], 0.0, out=H[l])
         torch.mm(Wa[L], A[L], out=self.LT)
-        lp = self.LT.log_softmax(0)
-        # statistics of this forward pass (sample-sums per class via one matmul)
-        torch.gather(lp, 0, self.labr, out=self.S0)
-        torch.amax(self.LT, 0, keepdim=True, out=self.mx)
-        torch.gather(self.LT, 0, self.labr, out=self.lg)
-        torch.ge(self.lg, self.mx, out=self.S1)
-        torch.mm(self.S, self.Y, out=self.stat_rows[i])
-        # backward: dF/dlogits = (softmax − Y)·Γ[y]/N
-        d = torch.addcmul(self.nyw_rows[i], lp.exp_(), self.w_rows[i], out=self.d)
+        if self.loss == "mse":
+            d = self._mse_top(i)
+        else:
+            lp = self.LT.log_softmax(0)
+            # statistics of this forward pass (sample-sums per class via one matmul)
+            torch.gather(lp, 0, self.labr, out=self.S0)
+            torch.amax(self.LT, 0, keepdim=True, out=self.mx)
+            torch.gather(self.LT, 0, self.labr, out=self.lg)
+            torch.ge(self.lg, self.mx, out=self.S1)
+            torch.mm(self.S, self.Y, out=self.stat_rows[i])
+            # backward: dF/dlogits = (softmax − Y)·Γ[y]/N
+            d = torch.addcmul(self.nyw_rows[i], lp.exp_(), self.w_rows[i], out=self.d)
         for l in range(L, -1, -1):
             torch.mm(d, self.AT[l], out=self.gWa[l])
             if l:
@@ -115,3 +125,15 @@ class FusedMLPStep(Stepper):
                 d = _THRESHOLD_BACKWARD_OUT(self.dA[l - 1], H[l - 1], 0.0, grad_input=self.dA[l - 1])
         torch.linalg.vector_norm(self.G, out=self.gn_rows[i])
         self.P.sub_(self.G, alpha=self.lr)
+
+    def _mse_top(self, i: int) -> torch.Tensor:
+        """Statistics row ``i`` of the outputs in ``LT`` (which it then overwrites) under the
+        squared error, and dF/doutputs = (f − Y)·2Γ[y]/N into ``d``, returned."""
+        out = self.LT
+        torch.amax(out, 0, keepdim=True, out=self.mx)
+        torch.gather(out, 0, self.labr, out=self.lg)
+        torch.ge(self.lg, self.mx, out=self.S1)
+        err = torch.sub(out, self.YT, out=self.d)
+        torch.sum(torch.mul(err, err, out=out), 0, keepdim=True, out=self.S0).neg_()  # −ℓ_n
+        torch.mm(self.S, self.Y, out=self.stat_rows[i])
+        return err.mul_(self.w_rows[i]).mul_(2.0)
