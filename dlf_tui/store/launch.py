@@ -7,6 +7,8 @@ line why it failed.  No torch here (the CLI and the UI start engines).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,12 +29,24 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
                                 start_new_session=True, close_fds=True)
 
 
+def _clear_stale_socket(run: Run) -> None:
+    """Remove a ``control.sock`` left by an engine that died without a word (kill -9,
+    out of memory), so that waiting for the new engine's socket waits for *its* one."""
+    if run.is_live():
+        return  # a live engine's: never touch it
+    try:
+        os.unlink(run.file(SOCKET))
+    except OSError:
+        pass
+
+
 def spawn_run_engine(run: Run, resume: bool = False, nproc: int = 1, fork: bool = False,
                      edits: dict | None = None) -> subprocess.Popen:
     """Start ``python -m dlf_tui.engine RUN_DIR``; its output goes to ``engine.log``.
     With ``nproc`` > 1 it is rank 0 of a data-parallel run and starts the other ranks.
     ``fork``: the directory is a fork (``store/fork.py``); ``edits``: live edits from the
     first update it trains (``resume --set``)."""
+    _clear_stale_socket(run)
     args = [sys.executable, "-m", "dlf_tui.engine", str(run.path)]
     if resume:
         args.append("--resume")
@@ -61,11 +75,24 @@ def wait_until_listening(run: Run, proc: subprocess.Popen, timeout: float = 120.
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
-            raise RunError(engine_failure(run) or f"engine exited with status {code}")
+            raise RunError(engine_failure(run) or exit_text(code))
         if sock.exists():
             return
         time.sleep(0.02)
-    raise RunError(f"engine did not start within {timeout:g} s (see {run.file(LOG)})")
+    raise RunError(f"engine pid {proc.pid} did not start within {timeout:g} s "
+                   f"(see {run.file(LOG)})")
+
+
+def exit_text(code: int) -> str:
+    """How an engine process ended, in words: its status, or the signal that killed it."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"the engine was killed by {name}{hint} before it listened"
+    return f"engine exited with status {code}"
 
 
 def engine_failure(run: Run) -> str:

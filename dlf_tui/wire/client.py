@@ -9,6 +9,11 @@ A ``Client`` is used from one thread.  ``request`` keeps any message that
 arrives before the reply, so ``messages`` still yields it afterwards.  An
 engine whose hello names another ``protocol.PROTOCOL_VERSION`` is refused
 (``ClientError``) before anything is sent to it.
+
+Every wait is bounded and every failure is one line that names the engine's
+pid and what to do: an engine whose server thread does not say hello within
+``HELLO_TIMEOUT_S`` (stopped, deadlocked, swapping) is "not responding"; a run
+with no engine says its state and the engine's own reason.
 """
 
 from __future__ import annotations
@@ -17,15 +22,73 @@ import itertools
 import json
 import os
 import socket
+import struct
 import time
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from dlf_tui.core import states
 from dlf_tui.core.errors import ClientError, EngineRefused, ProtocolError, printable
+from dlf_tui.store import liveness
 from dlf_tui.store import run as runs
 from dlf_tui.wire import protocol
+
+# An engine's server thread answers a new connection at once, whatever training does:
+# no hello within this long means the process is not responding.
+HELLO_TIMEOUT_S = 4.0
+REPLY_TIMEOUT_S = 10.0  # a command is applied between chunks (at most flush_seconds apart)
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process at the other end of a connected Unix socket (Linux)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", raw)[0]
+        return pid if pid > 0 else None
+    except (OSError, AttributeError, struct.error):
+        return None
+
+
+def _recorded_pid(run_dir: Path) -> int | None:
+    pid = runs.Run(run_dir).raw_state().get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+
+def not_responding(run_dir: Path, pid: int | None, what: str) -> str:
+    """One line: engine pid N is not responding (``what``), why if the kernel knows,
+    and what the user can do."""
+    pid = pid or _recorded_pid(run_dir)
+    name = Path(run_dir).name
+    who = f"engine pid {pid}" if pid else "the engine"
+    why = liveness.not_responding(pid) if pid else ""
+    cont = f"`kill -CONT {pid}` continues it; " if why.startswith("it is stopped") else ""
+    end = (f"or end it with `kill {pid}` (`kill -9 {pid}` if that does nothing)" if pid
+           else "or end the engine")
+    return (f"{name}: {who} is not responding ({what}{'; ' + why if why else ''}): "
+            f"{cont}wait and try again, {end}, then `dlf-tui resume {name}` continues "
+            "from its last checkpoint")
+
+
+def no_engine(run_dir: Path, why: str) -> str:
+    """One line for a run nobody answers for: its state and the engine's own reason."""
+    st = runs.Run(run_dir).state()
+    state, reason = st.get("state", runs.UNKNOWN), printable(str(st.get("reason", "") or ""))
+    name = Path(run_dir).name
+    hint = (f"; `dlf-tui resume {name}` continues it from its last checkpoint"
+            if state in (states.CRASHED, states.STOPPED) else "")
+    return f"{name}: {why} (run is {state}{': ' + reason if reason else ''}){hint}"
+
+
+def _ended(run_dir: Path) -> bool:
+    """Does the run's state say no engine will ever listen (ended, or its engine gone)?
+    (No state.json yet: an engine may still be starting.)"""
+    run = runs.Run(run_dir)
+    raw = run.raw_state()
+    if not raw:
+        return False
+    return raw.get("state") in states.ENDED or bool(run.state().get("gone"))
 
 
 @contextmanager
@@ -56,21 +119,28 @@ def _version_of(line: bytes) -> object:
 
 
 class Client:
-    def __init__(self, sock: socket.socket, run_dir: Path):
+    def __init__(self, sock: socket.socket, run_dir: Path, hello_timeout: float = HELLO_TIMEOUT_S):
         self.sock = sock
         self.run_dir = run_dir
         self._buf = bytearray()
         self._pending: deque[protocol.Message] = deque()
         self._ids = itertools.count(1)
         self.closed = False
+        self.pid = _peer_pid(sock)  # the engine's
         try:
-            self.hello: protocol.Hello = self._read_hello(timeout=10.0)
+            self.hello: protocol.Hello = self._read_hello(timeout=hello_timeout)
         except BaseException:
             self.close()
             raise
 
     def _read_hello(self, timeout: float) -> protocol.Hello:
         line = self._line(timeout)
+        if line is None:
+            if not self.closed:
+                raise ClientError(not_responding(self.run_dir, self.pid,
+                                                 f"no hello within {timeout:g} s"))
+            raise ClientError(no_engine(self.run_dir, "the engine closed the connection "
+                                        "before its hello (it is ending?)"))
         if line is not None:
             version = _version_of(line)
             if version is not None and version != protocol.PROTOCOL_VERSION:
@@ -85,30 +155,42 @@ class Client:
         return msg
 
     @classmethod
-    def connect(cls, run_dir: str | Path, timeout: float = 5.0) -> "Client":
+    def connect(cls, run_dir: str | Path, timeout: float = 5.0,
+                hello_timeout: float = HELLO_TIMEOUT_S) -> "Client":
+        """Connect and read the hello.  ``timeout``: how long to wait for an engine
+        that is still starting (a run whose state says it ended fails at once);
+        ``hello_timeout``: how long a connected engine may take to say hello."""
         with unix_address(Path(run_dir) / runs.SOCKET) as address:
-            return cls._connect(Path(run_dir), address, timeout)
+            return cls._connect(Path(run_dir), address, timeout, hello_timeout)
 
     @classmethod
-    def _connect(cls, run_dir: Path, address: str, timeout: float) -> "Client":
+    def _connect(cls, run_dir: Path, address: str, timeout: float,
+                 hello_timeout: float) -> "Client":
         path = run_dir / runs.SOCKET
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # a full accept queue (an engine that stopped accepting) blocks connect()
+            sock.settimeout(max(0.1, min(hello_timeout, deadline - time.monotonic())))
             try:
                 sock.connect(address)
-                return cls(sock, run_dir)
             except (FileNotFoundError, ConnectionRefusedError) as err:
                 sock.close()
                 last = err
+            except (socket.timeout, BlockingIOError):
+                sock.close()
+                raise ClientError(not_responding(run_dir, None, "it accepts no connection")) from None
             except OSError as err:
                 sock.close()
                 raise ClientError(f"cannot connect to {path}: {err.strerror or err}") from None
-            if time.monotonic() >= deadline:
-                state = runs.Run(run_dir).state().get("state", runs.UNKNOWN)
-                why = "no engine is listening" if isinstance(last, ConnectionRefusedError) else "no control socket"
-                raise ClientError(f"{run_dir.name}: {why} (run is {state})")
+            else:
+                sock.settimeout(None)
+                return cls(sock, run_dir, hello_timeout)
+            why = ("no engine is listening" if isinstance(last, ConnectionRefusedError)
+                   else "no control socket")
+            if time.monotonic() >= deadline or _ended(run_dir):
+                raise ClientError(no_engine(run_dir, why))
             time.sleep(0.05)
 
     def __enter__(self) -> "Client":
@@ -139,7 +221,8 @@ class Client:
             raise ClientError(f"connection to the engine lost: {err.strerror or err}") from None
         return cid
 
-    def request(self, name: str, values: dict | None = None, timeout: float = 10.0) -> protocol.Reply:
+    def request(self, name: str, values: dict | None = None,
+                timeout: float = REPLY_TIMEOUT_S) -> protocol.Reply:
         """Send a command and wait for its reply; raises ``EngineRefused`` if refused."""
         try:
             cid = self.send(name, values)
@@ -149,12 +232,26 @@ class Client:
         while True:
             msg = self._read(max(0.0, deadline - time.monotonic()))
             if msg is None:
-                raise ClientError(f"no reply to {name} within {timeout:g} s")
+                if self.closed:
+                    raise ClientError(no_engine(self.run_dir, f"the engine closed the connection "
+                                                f"before answering {name}"))
+                raise ClientError(self._no_reply(name, timeout))
             if isinstance(msg, protocol.Reply) and msg.id == cid:
                 if not msg.ok:
                     raise EngineRefused(msg.error)
                 return msg
             self._pending.append(msg)
+
+    def _no_reply(self, name: str, timeout: float) -> str:
+        what = f"no answer to {name} within {timeout:g} s"
+        pid = self.pid or _recorded_pid(self.run_dir)
+        if not pid or liveness.not_responding(pid):  # stopped, stuck on the disk, gone
+            return not_responding(self.run_dir, pid, what)
+        rid = Path(self.run_dir).name
+        return (f"{rid}: engine pid {pid} said hello but did not apply {name} within "
+                f"{timeout:g} s (its training loop is busy or stuck; it may still apply it): "
+                f"wait and try again (ctl --timeout), or end it with `kill {pid}` "
+                f"(`kill -9 {pid}` if that does nothing), then `dlf-tui resume {rid}`")
 
     # -- receiving --------------------------------------------------------------------
     def messages(self, timeout: float | None = None) -> Iterator[protocol.Message]:
@@ -208,7 +305,9 @@ class Client:
 
 
 def request(run_dir: str | Path, name: str, values: dict | None = None,
-            timeout: float = 10.0) -> protocol.Reply:
-    """Connect, send one command, wait for the reply, disconnect."""
-    with Client.connect(run_dir) as c:
+            timeout: float = REPLY_TIMEOUT_S) -> protocol.Reply:
+    """Connect, send one command, wait for the reply, disconnect; every wait bounded
+    (the hello's by ``HELLO_TIMEOUT_S`` or ``timeout``, whichever is shorter)."""
+    with Client.connect(run_dir, timeout=min(5.0, timeout),
+                        hello_timeout=min(HELLO_TIMEOUT_S, timeout)) as c:
         return c.request(name, values, timeout)

@@ -43,9 +43,13 @@ class _Client:
 
 class ControlServer:
     def __init__(self, path: Path, hello: Callable[[], protocol.Hello],
-                 on_refused: Callable[[str], None] | None = None):
+                 on_refused: Callable[[str], None] | None = None,
+                 greeting: Callable[[], list[protocol.Message]] | None = None):
+        """``hello()``: a new client's first message; ``greeting()``: what follows it
+        at once (the state's reason, when it has one)."""
         self.path = Path(path)
         self.hello = hello
+        self.greeting = greeting or (lambda: [])
         self.on_refused = on_refused or (lambda msg: None)
         self.commands: deque[tuple[int, protocol.Command]] = deque()
         self.wakeup = threading.Event()  # set when a command arrives (the paused trainer waits on it)
@@ -173,7 +177,13 @@ class ControlServer:
         with self.lock:
             c = _Client(self._next_id, sock)
             self._next_id += 1
-            self._queue(c, self.hello().encode())
+            try:
+                first = [self.hello(), *self.greeting()]
+            except Exception:  # noqa: BLE001 - a bug there must not kill this thread
+                log.exception("cannot greet a client")
+                sock.close()
+                return
+            self._queue(c, b"".join(m.encode() for m in first))
             self.clients[c.id] = c
         registered[c.id] = c
         self._sel.register(sock, selectors.EVENT_READ, c)
@@ -231,15 +241,21 @@ class ControlServer:
         now = time.monotonic()
         if now - self._refusal_window >= 1.0:
             if self._refusals_dropped:
-                self.on_refused(f"{self._refusals_dropped} more refusals not logged")
+                self._tell_refused(f"{self._refusals_dropped} more refusals not logged")
             self._refusal_window, self._refusals_logged, self._refusals_dropped = now, 0, 0
         if self._refusals_logged < REFUSALS_LOGGED_PER_SECOND:
             self._refusals_logged += 1
             log.warning("refused a command from client %d: %s", c.id, reason)
-            self.on_refused(reason)
+            self._tell_refused(reason)
         else:
             self._refusals_dropped += 1
         self.reply(c.id, protocol.Reply(id=cid, ok=False, error=reason))
+
+    def _tell_refused(self, reason: str) -> None:
+        try:
+            self.on_refused(reason)
+        except Exception:  # noqa: BLE001 - recording it failed (the run directory is gone): keep serving
+            log.exception("cannot record a refusal")
 
     def _flush(self, c: _Client, registered: dict[int, _Client], final: bool = False) -> None:
         with self.lock:
