@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def _isolate(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("DLF_TUI_RUNS_DIR", str(home / "runs"))
+
+
+@pytest.fixture(autouse=True)
+def _ieee_floats_after():
+    """An engine run in this process flushes subnormal floats to zero (a global CPU mode,
+    ``engine/runtime.prepare_process``); put IEEE behaviour back for the tests that
+    follow (hypothesis checks it)."""
+    yield
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
 
 
 @pytest.fixture(scope="session")

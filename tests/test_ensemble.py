@@ -29,16 +29,6 @@ from dlf_tui.engine.loops.sweep import SweepEngine  # noqa: E402
 from dlf_tui.engine.loops.single import SingleRun  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _ieee_floats_after():
-    """Engines run in this process here; each flushes subnormals to zero (a global
-    CPU mode).  Put IEEE behaviour back for the tests that follow (hypothesis checks it)."""
-    yield
-    import torch
-
-    torch.set_flush_denormal(False)
-
-
 def single_run(cfg, runs_dir: Path) -> runs.Run:
     """The same config as an ordinary run (the engine's code, in this process)."""
     run = runs.create_run(cfg, runs_dir)
