@@ -436,6 +436,9 @@ def test_resume_without_a_checkpoint_says_the_engines_reason(start_run):
     assert live.run.file(runs.SOCKET).exists()  # left behind by kill -9
     st = live.run.state()
     assert st["state"] == "crashed" and st["reason"].startswith("engine gone (pid ")
+    [line] = [ln for ln in cli("runs", "--runs-dir", live.path.parent).stdout.splitlines()
+              if ln.startswith(live.run.id)]
+    assert "crashed (engine gone)" in line
     r = cli("ctl", live.path, "pause")
     assert r.exit_code == 1 and "run is crashed: engine gone" in r.stderr, r.stderr
     r = cli("resume", live.path)

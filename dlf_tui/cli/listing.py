@@ -34,12 +34,16 @@ def list_runs(rdir: Path) -> None:
     rows = [r.summary() for r in items]
     w = max(len(s["id"]) for s in rows)
     pw = max(6, max(len(s["preset"]) for s in rows))
-    typer.echo(f"{'id':<{w}}  {'preset':<{pw}}  {'state':<9} {'step/total':>17}  accuracy")
+    for s in rows:  # a run recorded as live whose engine died without a word
+        s["state"] = f"{s['state']} (engine gone)" if s["gone"] else s["state"]
+    sw = max(9, max(len(s["state"]) for s in rows))
+    typer.echo(f"{'id':<{w}}  {'preset':<{pw}}  {'state':<{sw}} {'step/total':>17}  accuracy")
     for s in rows:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         steps = f"{s['step']}/{s['total']}"
         fork = f"  fork of {s['fork_of']}" if s["fork_of"] else ""
-        typer.echo(f"{s['id']:<{w}}  {s['preset']:<{pw}}  {s['state']:<9} {steps:>17}  {acc:<8}{fork}".rstrip())
+        typer.echo(f"{s['id']:<{w}}  {s['preset']:<{pw}}  {s['state']:<{sw}} {steps:>17}  "
+                   f"{acc:<8}{fork}".rstrip())
     if more:
         typer.echo(f"\n{more}")
 

@@ -432,6 +432,7 @@ class Run:
             "total": int(total or 0),
             "accuracy": last.get(series.ACCURACY),
             "reason": st.get("reason", ""),
+            "gone": bool(st.get("gone")),  # recorded as live, but its engine is gone
             "started": st.get("started"),
             # "<parent id>@<update>" for a fork (dlf-tui fork), else ""
             "fork_of": (f"{printable(Path(parent).name)[:60]}@{at}"
