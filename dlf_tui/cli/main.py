@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from dlf_tui.cli import common, completion, control, export_files, listing, start
+from dlf_tui.cli import cluster, common, completion, control, export_files, listing, start
 from dlf_tui.cli.common import explicit, fail, option, resolve_config, run_or_sweep, runs_dir as _runs_dir
 from dlf_tui.core import config
 from dlf_tui.core.errors import ConfigError, RunError, printable
@@ -137,7 +137,13 @@ def run_cmd(
     nproc: int = NprocOpt,
     offline: bool = OfflineOpt,
 ) -> None:
-    """Run PRESET headless in a new run directory, with a progress display."""
+    """Run PRESET headless in a new run directory, with a progress display (under torchrun:
+    every rank trains it, rank 0 makes the directory)."""
+    env = cluster.torchrun_env()
+    if env is not None:  # this process is a rank of torchrun: train here (cli/cluster.py)
+        cluster.torchrun_run(env, preset, sets, option(ctx, "presets_dir", presets_dir),
+                             _runs_dir(option(ctx, "runs_dir", runs_dir)), steps, device, nproc,
+                             offline=offline or (ctx.obj or {}).get("offline", False))
     start.start_run(preset, sets, option(ctx, "presets_dir", presets_dir),
                     _runs_dir(option(ctx, "runs_dir", runs_dir)), steps, device, nproc,
                     offline=offline or (ctx.obj or {}).get("offline", False))
@@ -157,6 +163,10 @@ def resume(
     trust_code: bool = TrustCodeOpt,
 ) -> None:
     """Continue a stopped or crashed run (or sweep) from its last checkpoint (headless)."""
+    env = cluster.torchrun_env()
+    if env is not None:  # a rank of torchrun (cli/cluster.py)
+        cluster.torchrun_resume(env, run, _runs_dir(option(ctx, "runs_dir", runs_dir)), nproc,
+                                trust_code, steps=steps, sets=sets or [])
     start.resume(run, _runs_dir(option(ctx, "runs_dir", runs_dir)), nproc, trust_code,
                  steps=steps, sets=sets or [])
 
@@ -238,6 +248,19 @@ def sweep(
     device: Optional[str] = typer.Option(None, "--device", help="run.device for every member.",
                                          autocompletion=completion.devices),
     open_ui: bool = typer.Option(False, "--ui", help="Open the TUI sweep view instead of following headless."),
+    devices: Optional[str] = typer.Option(
+        None, "--devices", help="Train one member at a time on each device, each with its own engine "
+                                "and socket: cuda:0,cuda:1 | all (every visible GPU) | cpu,cpu."),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="engine (default: one process trains every member) | slurm (a job "
+                                 "array through submitit) | submitit-local (the same, as local processes)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="--executor slurm: the partition."),
+    gpus_per_member: Optional[int] = typer.Option(None, "--gpus-per-member",
+                                                  help="--executor slurm: GPUs per member's job (default 0)."),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="--executor slurm: each job's time limit, "
+                                             "HH:MM (default 01:00; a member stops with a checkpoint)."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel",
+                                               help="--executor slurm/submitit-local: members at once."),
     runs_dir: Optional[Path] = RunsDir,
     presets_dir: Optional[Path] = PresetsDir,
     offline: bool = OfflineOpt,
@@ -245,8 +268,9 @@ def sweep(
     """Train the cross product of the axes' values × seeds as one sweep; follow it headless (or --ui)."""
     presets_dir = option(ctx, "presets_dir", presets_dir)
     rdir = _runs_dir(option(ctx, "runs_dir", runs_dir))
+    ex = cluster.sweep_executor(executor, devices, partition, gpus_per_member, time_limit, max_parallel)
     sw, proc = start.start_sweep(preset, sets, seeds, threshold, steps, device, presets_dir, rdir,
-                                 offline=offline or (ctx.obj or {}).get("offline", False))
+                                 offline=offline or (ctx.obj or {}).get("offline", False), executor=ex)
     if open_ui:
         _ui(runs_dir=rdir, presets_dir=presets_dir, sweep=sw,
             ascii_markers=(ctx.obj or {}).get("ascii", False))

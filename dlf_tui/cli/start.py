@@ -13,7 +13,6 @@ import typer
 from dlf_tui.core import states
 from dlf_tui.core.errors import ConfigError, RunError
 from dlf_tui.cli.common import FAILED, fail, resolve_config, run_or_sweep
-from dlf_tui.core import config
 from dlf_tui.store import code, launch
 from dlf_tui.store import fork as forks
 from dlf_tui.store import run as runs
@@ -63,44 +62,26 @@ def resume(spec: str, rdir: Path, nproc: int, trust_code: bool = False,
     state = r.state().get("state")
     if state in states.LIVE:
         fail(f"{r.id} is {state}: its engine is still live")
-    try:
-        edits = continued(r, steps, sets or [])
-    except (ConfigError, RunError) as err:
-        fail(str(err))
     if state == states.FINISHED and steps is None:
         fail(f"{r.id} already finished (--steps N trains it on to update N)")
+    try:
+        edits = forks.continued(r, steps, sets or [])
+    except (ConfigError, RunError) as err:
+        fail(str(err))
     raise typer.Exit(run_headless(r, resume=True, nproc=nproc, edits=edits))
-
-
-def continued(run: runs.Run, steps: Optional[int], sets: list[str]) -> dict:
-    """Write ``steps`` and the run.*/diagnostics.* settings of ``sets`` into the run's
-    config (what a resume reads); the live changes of ``sets`` (A, T, lr, pace), to be
-    applied from the resumed update on."""
-    overrides, live = forks.split_sets(sets, "a resume")
-    overrides = [o for o in overrides if o.partition("=")[0].strip() not in forks.LIVE_KEYS]
-    if steps is not None:
-        done = run.rows()
-        if steps <= done:
-            raise ConfigError(f"--steps {steps}: {run.id} already has {done} updates")
-        overrides.append(f"run.steps={steps}")
-    if overrides:
-        cfg = config.apply_overrides(run.config(), overrides)
-        try:
-            (run.path / runs.CONFIG).write_text(config.to_toml(cfg), encoding="utf-8")
-        except OSError as err:
-            raise RunError(f"cannot write {run.path / runs.CONFIG}: {err.strerror}") from None
-    return live
 
 
 def start_sweep(preset: str, sets: list[str], seeds: Optional[int], threshold: Optional[float],
                 steps: Optional[int], device: Optional[str], presets_dir: Optional[Path],
-                rdir: Path, offline: bool = False) -> tuple[sweeps.Sweep, subprocess.Popen]:
-    """Plan and write a sweep of ``preset``, print its plan and start its engine."""
+                rdir: Path, offline: bool = False, executor: Optional[sweeps.Executor] = None
+                ) -> tuple[sweeps.Sweep, subprocess.Popen]:
+    """Plan and write a sweep of ``preset``, print its plan and start its engine
+    (``executor``: how the members are trained, ``store/sweep.py``)."""
     from dlf_tui.cli.follow_sweep import print_plan
 
     try:
         cfg = resolve_config(preset, [], presets_dir, steps, device, offline=offline)
-        sw = sweeps.create(sweeps.plan(cfg, sets or [], seeds, threshold), rdir)
+        sw = sweeps.create(sweeps.plan(cfg, sets or [], seeds, threshold), rdir, executor=executor)
     except (ConfigError, RunError) as err:
         fail(str(err))
     print_plan(sw)

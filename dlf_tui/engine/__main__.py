@@ -7,6 +7,10 @@ not start (the reason is the last line of ``engine.log`` and in ``state.json``).
 
 With ``--nproc N`` this process is rank 0 and starts ranks 1 … N−1 itself
 (``--rank R``, see ``loops/distributed.py``); only rank 0 writes ``state.json``.
+Under torchrun, ``dlf-tui run``/``resume`` call ``torchrun()`` in each rank's own
+process instead (``cli/cluster.py``).  A sweep whose ``executor.json`` names another
+executor (``--devices``, ``--executor slurm``) is run by ``loops/executors.py``: this
+process then starts and watches the members' engines or jobs, and trains nothing.
 """
 
 from __future__ import annotations
@@ -104,6 +108,99 @@ def main(argv: list[str] | None = None) -> int:
         engine.close()
 
 
+def torchrun(run_dir: Path | None, resume: bool = False, edits: dict | None = None,
+             error: str = "") -> int:
+    """This process is a rank of a torchrun job (``dlf-tui run``/``resume`` under
+    torchrun: ``cli/cluster.py``).  Rank 0 passes the run directory it made or resumes
+    (or ``error``: why it could not), and tells the other ranks, which pass None.
+    Rank 0 then is the engine of the run (pid, socket, events, metrics, checkpoints,
+    as with ``--nproc``); the others follow its plans.  Exit status as ``main``'s."""
+    import uuid
+
+    from dlf_tui.store import torchrun as trun
+
+    env = trun.from_environ()
+    if env is None:
+        raise SetupError("not a rank of a torchrun job (no RANK/WORLD_SIZE)")
+    if env.world == 1:  # one rank: an ordinary engine in this process
+        if error or run_dir is None:
+            return 2  # the caller says why
+        return _torchrun_rank0(run_dir, resume, edits or {}, None, None, env)
+    from dlf_tui.engine.loops import distributed
+
+    try:
+        store = distributed.torchrun_store(env)
+        word = None
+        if env.rank == 0:
+            word = {"run_dir": str(run_dir) if run_dir else None, "resume": resume,
+                    "edits": edits or {}, "error": error, "token": uuid.uuid4().hex}
+        word = distributed.meet(store, env, word)
+    except Exception as err:  # noqa: BLE001 - the store: a timeout, a refused connection
+        print(f"error: rank {env.rank}: cannot meet the other ranks: {one_line(err)}",
+              file=sys.stderr, flush=True)
+        return 2
+    if word["error"] or not word["run_dir"]:
+        why = word["error"] or "rank 0 made no run directory"
+        if env.rank:  # rank 0 says it itself
+            print(f"error: rank 0 could not start the run: {why}", file=sys.stderr, flush=True)
+        return 2
+    run_dir = Path(word["run_dir"])
+    if env.rank == 0:
+        return _torchrun_rank0(run_dir, word["resume"], word["edits"], store, word["token"], env)
+    logging.basicConfig(
+        filename=run_dir / runs.RANK_LOG.format(rank=env.rank), level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        group = distributed.join_torchrun(run_dir, store, env, word["token"])
+        trainer, recorder = distributed.rank_trainer(run_dir, word["resume"], group)
+    except (SetupError, RunError, OSError) as err:
+        logging.getLogger("dlf_tui.engine").error("rank %d cannot start: %s", env.rank, err)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as err:  # noqa: BLE001 - e.g. rank 0 went away during the start
+        logging.getLogger("dlf_tui.engine").exception("rank %d cannot start", env.rank)
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        return 1
+    return distributed.follow_rank(group, trainer, recorder)
+
+
+def _torchrun_rank0(run_dir: Path, resume: bool, edits: dict, store, token, env) -> int:
+    """Rank 0 of a torchrun job (``store`` None: the only rank)."""
+    from dlf_tui.store import liveness
+
+    logging.basicConfig(
+        filename=run_dir / runs.LOG, level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s")
+    # this process's command line is dlf-tui's, not the engine's: liveness goes by its start time
+    runs.write_json_atomic(run_dir / runs.STATE, {
+        "state": states.STARTING, "pid": os.getpid(),
+        "pid_start": liveness.process_start(os.getpid()), "started": time.time()})
+    from dlf_tui.engine.loops import distributed
+    from dlf_tui.engine.loops.single import SingleRun
+
+    log = logging.getLogger("dlf_tui.engine")
+    log.info("torchrun: rank 0 of %d (%d nodes), attempt %d, run id %s", env.world, env.nodes,
+             env.restart, env.run_id or "-")
+    group = None
+    try:
+        if store is not None:
+            group = distributed.join_torchrun(run_dir, store, env, token)
+        engine = SingleRun(run_dir, resume=resume, dist=group, edits=edits)
+    except (SetupError, RunError, OSError) as err:
+        log.error("cannot start: %s", err)
+        return _fail(run_dir, str(err))
+    except Exception as err:
+        if group is None:
+            raise
+        log.exception("cannot start")
+        _fail(run_dir, group.abort(one_line(err)))
+        return 1
+    try:
+        return engine.run()
+    finally:
+        engine.close()
+
+
 def _edits(text: str) -> dict:
     try:
         edits = json.loads(text)
@@ -144,7 +241,18 @@ def _sweep(path: Path, resume: bool, mode: str, threads: int | None) -> int:
     except RunError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    sweeps.write_state(sweep, states.STARTING, started=time.time())
+    try:
+        ex = sweep.executor()
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sweeps.write_state(sweep, states.CRASHED, reason=str(err))
+        return 2
+    sweeps.write_state(sweep, states.STARTING, started=time.time(),
+                       **({"mode": ex.kind} if ex.kind != "engine" else {}))
+    if ex.kind != "engine":  # the members' engines or jobs, started and watched from here
+        from dlf_tui.engine.loops.executors import Controller  # no torch
+
+        return Controller(sweep, ex, resume).run()
     from dlf_tui.engine.loops.sweep import SweepEngine  # torch is imported here, after the cheap checks
 
     eng = SweepEngine(path, resume=resume, mode=mode, threads=threads)

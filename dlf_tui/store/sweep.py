@@ -13,6 +13,15 @@ directory.  Axes come from the preset's ``[sweep] grid`` and from ``--set`` flag
 (``section.key=v1,v2,...``, parsed and checked by ``config.parse_axis``; a flag replaces
 the preset's axis of the same key); every cell is trained with ``seeds`` seeds: run.seed,
 run.seed + 1, ...  The sweep engine is started by ``store/launch.py``.
+
+How the members are trained is the sweep's ``executor.json`` (absent: ``engine``, one
+process trains them all, ``engine/loops/sweep.py``).  ``devices``: one member at a time
+on each listed device, each member an ordinary engine process with its socket;
+``slurm``: the members are a Slurm job array (submitit), writing into this directory
+on the shared file system; ``submitit-local``: the same through submitit's local
+executor (real processes on this machine, no Slurm).  For those the sweep's engine
+process starts and watches the members' engines or jobs (``engine/loops/executors.py``)
+and keeps ``jobs.json``: which job trains which member.
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ from dlf_tui.store import files
 from dlf_tui.store import run as runs
 
 SWEEP = "sweep.json"
+EXECUTOR = "executor.json"  # how the members are trained (absent: the one-process engine)
+JOBS = "jobs.json"  # a cluster executor's jobs: member id -> job id
+SUBMITIT = "submitit"  # submitit's folder inside the sweep directory (job pickles and logs)
 PENDING = "pending"  # a member's state before its engine first wrote state.json
 MAX_MEMBERS = 4096
 VERSION = 1
@@ -102,8 +114,138 @@ def cell_label(axes: tuple[Axis, ...], cell: tuple) -> str:
 
 
 
-def create(p: Plan, runs_dir: Path) -> "Sweep":
-    """Write the sweep directory: sweep.json and one run directory per member."""
+# ---------------------------------------------------------------------------
+# Executors: how the members are trained
+# ---------------------------------------------------------------------------
+
+EXECUTORS = ("engine", "devices", "slurm", "submitit-local")
+CLUSTER = ("slurm", "submitit-local")  # through submitit
+
+
+@dataclass(frozen=True)
+class Executor:
+    kind: str = "engine"
+    devices: tuple[str, ...] = ()  # devices: one member at a time on each; ("all",): every visible GPU
+    partition: str = ""  # slurm: the partition ('' : the cluster's default)
+    gpus_per_member: int = 0
+    cpus_per_member: int = 1
+    time: str = ""  # a job's time limit, HH:MM ('' : 60 minutes)
+    max_parallel: int = 0  # members at once (0: no limit of ours; slurm: submitit's array default)
+
+    @property
+    def timeout_min(self) -> int:
+        if not self.time:
+            return 60
+        h, _, m = self.time.partition(":")
+        return int(h) * 60 + int(m)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "devices": list(self.devices), "partition": self.partition,
+                "gpus_per_member": self.gpus_per_member, "cpus_per_member": self.cpus_per_member,
+                "time": self.time, "max_parallel": self.max_parallel}
+
+    def describe(self) -> str:
+        if self.kind == "devices":
+            return f"one member at a time on each of {', '.join(self.devices)}"
+        if self.kind in CLUSTER:
+            where = "Slurm job array" if self.kind == "slurm" else "submitit local jobs"
+            bits = [f"partition {self.partition}"] if self.partition else []
+            bits += [f"{self.gpus_per_member} GPU per member"] if self.gpus_per_member else []
+            bits += [f"time {self.time or '01:00'}"]
+            bits += [f"at most {self.max_parallel} at once"] if self.max_parallel else []
+            return f"{where}: " + ", ".join(bits)
+        return "one engine process for every member"
+
+
+def _time_ok(text: str) -> bool:
+    h, sep, m = text.partition(":")
+    return bool(sep) and h.isdigit() and m.isdigit() and len(m) == 2 and int(m) < 60 \
+        and 0 < int(h) * 60 + int(m) <= 366 * 24 * 60
+
+
+def executor_spec(kind: str | None = None, devices: str | None = None, partition: str | None = None,
+                  gpus_per_member: int | None = None, time_limit: str | None = None,
+                  max_parallel: int | None = None, cpus_per_member: int | None = None) -> Executor:
+    """The executor the command line asks for (``ConfigError`` in one line when the
+    options do not go together).  ``devices`` alone means ``kind = devices``."""
+    kind = kind or ("devices" if devices else "engine")
+    if kind not in EXECUTORS:
+        raise ConfigError(f"--executor {kind}: one of {', '.join(EXECUTORS)}")
+    cluster_opts = {"--partition": partition, "--gpus-per-member": gpus_per_member,
+                    "--time": time_limit, "--cpus-per-member": cpus_per_member}
+    if kind != "devices" and devices:
+        raise ConfigError(f"--devices: only without --executor (or with --executor devices), "
+                          f"not --executor {kind}" + ("; use --gpus-per-member" if kind in CLUSTER else ""))
+    if kind not in CLUSTER:
+        given = [k for k, v in cluster_opts.items() if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]}: only with --executor slurm or submitit-local")
+    if max_parallel is not None and kind == "engine":
+        raise ConfigError("--max-parallel: only with --devices or --executor slurm/submitit-local")
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(f"--max-parallel {max_parallel}: must be at least 1")
+    if kind == "devices":
+        names = tuple(d.strip() for d in (devices or "all").split(","))
+        if names != ("all",):
+            for d in names:
+                if not _device_ok(d):
+                    raise ConfigError(f"--devices {devices}: {d or '(empty)'!r} is not cpu, cuda "
+                                      "or cuda:N (or use --devices all)")
+        if max_parallel is not None:
+            raise ConfigError("--max-parallel: with --devices the members at once are the devices "
+                              "listed (cpu,cpu,cpu: three)")
+        return Executor("devices", names)
+    if kind == "engine":
+        return Executor()
+    if gpus_per_member is not None and not 0 <= gpus_per_member <= 64:
+        raise ConfigError(f"--gpus-per-member {gpus_per_member}: between 0 and 64")
+    if cpus_per_member is not None and not 1 <= cpus_per_member <= 1024:
+        raise ConfigError(f"--cpus-per-member {cpus_per_member}: between 1 and 1024")
+    if time_limit is not None and not _time_ok(time_limit):
+        raise ConfigError(f"--time {time_limit}: expected HH:MM (e.g. 04:00)")
+    if partition is not None and (not partition or any(c.isspace() for c in partition)):
+        raise ConfigError(f"--partition {partition!r}: a Slurm partition name")
+    return Executor(kind, (), partition or "", gpus_per_member or 0, cpus_per_member or 1,
+                    time_limit or "", max_parallel or 0)
+
+
+def _device_ok(name: str) -> bool:
+    if name in ("cpu", "cuda"):
+        return True
+    head, _, idx = name.partition(":")
+    return head == "cuda" and idx.isdigit() and len(idx) <= 3
+
+
+def _executor_from(doc: Any) -> Executor:
+    if not isinstance(doc, dict) or doc.get("kind") not in EXECUTORS:
+        raise ValueError("not an executor")
+    devices = doc.get("devices") or []
+    if not isinstance(devices, list) or not all(isinstance(d, str) and _device_ok(d) or d == "all"
+                                                for d in devices):
+        raise ValueError("devices is not a list of devices")
+    ints = {k: doc.get(k, dflt) for k, dflt in (("gpus_per_member", 0), ("cpus_per_member", 1),
+                                                 ("max_parallel", 0))}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints.values()):
+        raise ValueError("gpus_per_member, cpus_per_member, max_parallel are not counts")
+    part, tl = doc.get("partition", ""), doc.get("time", "")
+    if not isinstance(part, str) or not isinstance(tl, str) or (tl and not _time_ok(tl)):
+        raise ValueError("partition or time is not text")
+    if doc["kind"] == "devices" and not devices:
+        raise ValueError("no devices")
+    return Executor(doc["kind"], tuple(devices), part, ints["gpus_per_member"],
+                    max(1, ints["cpus_per_member"]), tl, ints["max_parallel"])
+
+
+def write_executor(path: Path, ex: Executor) -> None:
+    try:
+        runs.write_json_atomic(Path(path) / EXECUTOR, ex.to_dict())
+    except OSError as err:
+        raise RunError(f"cannot write {Path(path) / EXECUTOR}: {err.strerror}") from None
+
+
+def create(p: Plan, runs_dir: Path, executor: Executor | None = None) -> "Sweep":
+    """Write the sweep directory: sweep.json and one run directory per member
+    (and ``executor.json`` for an executor other than the one-process engine)."""
     path = runs.new_run_dir(Path(runs_dir), f"sweep-{p.base.name}")
     try:
         for mid, _, _, cfg in p.members:
@@ -117,6 +259,8 @@ def create(p: Plan, runs_dir: Path) -> "Sweep":
             "members": [{"id": mid, "cell": [list(v) if isinstance(v, tuple) else v for v in cell],
                          "seed": s, "steps": cfg.run.steps} for mid, cell, s, cfg in p.members],
         }
+        if executor is not None and executor.kind != "engine":
+            runs.write_json_atomic(path / EXECUTOR, executor.to_dict())
         runs.write_json_atomic(path / SWEEP, doc)
     except OSError as err:
         raise RunError(f"cannot write sweep {path}: {err.strerror}") from None
@@ -257,6 +401,45 @@ class Sweep:
         except PermissionError:
             raise RunError(f"{self.id}: not allowed to signal its engine (pid {pid})") from None
         return pid
+
+    def executor(self) -> Executor:
+        """How the members are trained (``executor.json``; absent: the one-process engine)."""
+        path = self.path / EXECUTOR
+        if not path.exists():
+            return Executor()
+        try:
+            return _executor_from(files.read_json(path))
+        except RunError as err:
+            raise RunError(f"{self.id}: unreadable {EXECUTOR} ({printable(str(err))[-120:]})") from None
+        except (ValueError, TypeError, KeyError) as err:
+            raise RunError(f"{self.id}: unreadable {EXECUTOR} ({err})") from None
+
+    def todo(self, resume: bool) -> list[tuple[Member, bool]]:
+        """Members still to train and whether each resumes from a checkpoint: all of
+        them, or (``resume``) the unfinished ones; a member never checkpointed starts
+        afresh (its partial series are removed)."""
+        out = []
+        for m in self.members:
+            if resume and m.run.raw_state().get("state") == states.FINISHED:
+                continue
+            has = any((m.run.path / runs.CHECKPOINTS).glob("step-*.pt"))
+            if resume and not has:
+                for name in series.SERIES:  # never checkpointed: start afresh
+                    for suffix in (".bin", ".json"):
+                        (m.run.path / f"{name}{suffix}").unlink(missing_ok=True)
+            out.append((m, resume and has))
+        return out
+
+    def jobs(self) -> dict[str, str]:
+        """A cluster executor's jobs (``jobs.json``): member id -> job id."""
+        try:
+            doc = files.read_json(self.path / JOBS)
+        except (OSError, RunError):
+            return {}
+        jobs = doc.get("jobs") if isinstance(doc, dict) else None
+        if not isinstance(jobs, dict):
+            return {}
+        return {k: v for k, v in jobs.items() if isinstance(k, str) and isinstance(v, str)}
 
     def cells(self) -> list[tuple]:
         seen: dict[tuple, None] = {}

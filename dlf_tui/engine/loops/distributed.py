@@ -27,11 +27,18 @@ ranks at the same update.  While paused, rank 0 broadcasts an empty plan every
 ``HEARTBEAT_S``.  Divergence is detected from the summed rows and the (identical)
 parameters, so every rank replays and stops at the same update.
 
+Under torchrun (``torchrun … -m dlf_tui run PRESET``, ``cli/cluster.py``) torchrun starts
+every rank, rank 0 included, on one node or many; they meet through torchrun's own
+store (``env://``), where rank 0 also tells the others the run directory it made
+(``meet``).  Rank r uses cuda:LOCAL_RANK.  torchrun watches and restarts them
+(``--max-restarts``); rank 0 of a restarted attempt resumes from the last checkpoint.
+
 Failure (``loops/ranks.py``): a watchdog thread in rank 0 polls its children; when one dies the run
 ends as crashed with the rank's own reason (rank 0's collective fails, or after
 ``GRACE_S`` the watchdog ends rank 0 itself).  The other ranks die with rank 0
 (``PR_SET_PDEATHSIG`` and a parent watch) and ignore SIGTERM/SIGINT: rank 0
-decides when the run stops, and tells them.
+decides when the run stops, and tells them.  Under torchrun, a rank that fails writes its
+reason into ``rank-<R>.json`` before it exits, and rank 0 reports that (``TorchrunPeers``).
 
 Every rank writes ``rank-<R>.json`` when it ends (final step, SHA-256 of the Γ
 rows it trained with — those kept since ``gamma_from``, the last resume or
@@ -45,6 +52,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -64,8 +72,9 @@ from dlf_tui.engine.data import Split
 from dlf_tui.engine.recorder import NullRecorder
 from dlf_tui.engine.runtime import load_config, resolve_device
 from dlf_tui.engine.trainer import Trainer
-from dlf_tui.engine.loops.ranks import RankProcesses, follow_parent
+from dlf_tui.engine.loops.ranks import RankProcesses, TorchrunPeers, follow_parent, loopback_gloo
 from dlf_tui.store import run as runs
+from dlf_tui.store.torchrun import TorchrunEnv
 
 if TYPE_CHECKING:
     from dlf_tui.engine.loops.single import SingleRun
@@ -75,6 +84,8 @@ log = logging.getLogger("dlf_tui.engine")
 PLAN_BYTES = 8192  # one chunk's plan, JSON, zero-padded
 TIMEOUT = datetime.timedelta(minutes=30)  # a collective waiting longer than this fails
 HEARTBEAT_S = 0.5  # a paused rank 0 still broadcasts (empty) plans this often
+MEET_TIMEOUT = datetime.timedelta(minutes=10)  # torchrun: the other ranks wait this long for rank 0's word
+KEY_RUN, KEY_PID = "dlf_tui/run", "dlf_tui/pid/{rank}"  # torchrun's store: rank 0's word, each rank's pid
 FIRST_CHUNK = 16  # updates in the first planned chunk; then sized to ``flush_seconds``
 
 
@@ -112,11 +123,14 @@ def _params_sha256(model: nn.Module) -> str:
 class Group:
     """This process's place in a run of ``world`` ranks, and the collectives it needs."""
 
-    def __init__(self, run_dir: Path, rank: int, world: int, device: torch.device):
+    def __init__(self, run_dir: Path, rank: int, world: int, device: torch.device,
+                 torchrun: TorchrunEnv | None = None):
         self.dir = Path(run_dir)
         self.rank, self.world, self.device = rank, world, device
         self.backend = "nccl" if device.type == "cuda" else "gloo"
-        self.others = RankProcesses(self.dir, world)  # rank 0: the other ranks' processes
+        self.torchrun = torchrun  # None: the ranks of ``--nproc`` (rank 0 started the others)
+        # rank 0: the other ranks' processes (its children), or torchrun's (it watches them)
+        self.others = RankProcesses(self.dir, world) if torchrun is None else TorchrunPeers(self.dir, world)
         self.ctl = None  # the process group plans travel on (None: the default group)
         self.solo = None  # a group of rank 0 alone (diagnostics through SyncBatchNorm)
         self._syncbn: list[nn.SyncBatchNorm] = []
@@ -127,9 +141,11 @@ class Group:
         self.gamma_from = 1
 
     # -- start --------------------------------------------------------------------------
-    def _init(self) -> None:
+    def _init(self, store: tdist.Store | None = None) -> None:
+        """Meet the other ranks: through ``store`` (torchrun's), else a FileStore in the run directory."""
         cuda = self.device.type == "cuda"
-        store = tdist.FileStore(str(self.dir / runs.RENDEZVOUS), self.world)
+        if store is None:
+            store = tdist.FileStore(str(self.dir / runs.RENDEZVOUS), self.world)
         extra: dict[str, Any] = {}
         if cuda:
             torch.cuda.set_device(self.device)
@@ -142,6 +158,12 @@ class Group:
         log.info("rank %d of %d on %s (%s)", self.rank, self.world, self.device, self.backend)
 
     def describe(self) -> str:
+        t = self.torchrun
+        if t is not None:
+            dev = "cpu" if self.device.type == "cpu" else f"{t.local_world} CUDA devices per node"
+            nodes = f" on {t.nodes} nodes" if t.nodes > 1 else ""
+            again = f", restart {t.restart}" if t.restart else ""
+            return f"{dev}, {self.world} ranks{nodes} ({self.backend}, torchrun{again})"
         dev = (str(self.device) if self.device.type == "cpu"
                else f"cuda:{self.device.index}-{self.device.index + self.world - 1}")
         return f"{dev}, {self.world} ranks ({self.backend})"
@@ -331,6 +353,8 @@ def follow_rank(group: Group, tr: Trainer, recorder: NullRecorder) -> int:
         group.follow(tr, recorder)
     except BaseException as err:  # noqa: BLE001 - report, exit non-zero: rank 0 notices
         log.error("rank %d crashed:\n%s", group.rank, traceback.format_exc())
+        if group.torchrun is not None:  # rank 0 is no parent to read our log: tell it here
+            group.others.note_failure(group.rank, one_line(err))
         print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         return 1
     return 0
@@ -373,4 +397,66 @@ def join(run_dir: Path, rank: int, world: int) -> Group:
     devices = rank_devices(load_config(run_dir).run.device, world)
     g = Group(run_dir, rank, world, devices[rank])
     g._init()
+    return g
+
+
+# ---------------------------------------------------------------------------
+# Under torchrun: torchrun started every rank; they meet through its store
+# ---------------------------------------------------------------------------
+
+
+def torchrun_store(env: TorchrunEnv) -> tdist.Store:
+    """torchrun's store (``env://``: its agent serves it at MASTER_ADDR:MASTER_PORT),
+    under a prefix of ours and of this attempt (the store may outlive a restart: a key
+    of the attempt before would name ranks that are gone)."""
+    if env.nodes == 1:  # every rank on this machine: gloo over loopback (as ``--nproc``)
+        loopback_gloo()
+    store, _, _ = next(tdist.rendezvous("env://", env.rank, env.world, timeout=MEET_TIMEOUT))
+    return tdist.PrefixStore(f"dlf_tui/attempt-{env.restart}", store)
+
+
+def meet(store: tdist.Store, env: TorchrunEnv, word: dict | None = None) -> dict:
+    """Rank 0 tells the others ``word`` — the run directory, whether to resume, the
+    live edits, or why it could not start — and every rank returns it."""
+    if env.rank == 0:
+        if word is None:
+            raise ValueError("rank 0 must say something")
+        store.set(KEY_RUN, json.dumps(word))
+        return word
+    try:
+        return json.loads(store.get(KEY_RUN).decode())
+    except Exception as err:  # noqa: BLE001 - a timeout, rank 0 gone: one line
+        raise SetupError(f"rank {env.rank}: no word from rank 0 ({one_line(err)})") from None
+
+
+def torchrun_device(name: str, local_rank: int, local_world: int) -> torch.device:
+    """Rank r's device under torchrun: the CPU, or cuda:LOCAL_RANK (cuda:0 where the
+    launcher shows each process one device)."""
+    base = resolve_device(name)
+    if base.type == "cpu":
+        return base
+    if base.type != "cuda":
+        raise SetupError(f"torchrun: run.device = {name} is not supported (cpu or cuda)")
+    count = torch.cuda.device_count()
+    if count >= local_world:
+        return torch.device("cuda", local_rank)
+    if count == 1:
+        return torch.device("cuda", 0)
+    raise SetupError(f"torchrun: {local_world} ranks on this node, {count} CUDA devices visible")
+
+
+def join_torchrun(run_dir: Path, store: tdist.Store, env: TorchrunEnv, token: str) -> Group:
+    """Any rank of a torchrun job: meet the others in the run's process group and
+    swap pids (rank 0 lists them in ``state.json``; a rank's failure note names it)."""
+    cfg = load_config(run_dir)
+    device = torchrun_device(cfg.run.device, env.local_rank, env.local_world)
+    g = Group(run_dir, env.rank, env.world, device, torchrun=env)
+    g.others.token = token
+    g._init(tdist.PrefixStore(f"pg/{token}", store))
+    store.set(KEY_PID.format(rank=env.rank), json.dumps([socket.gethostname(), os.getpid()]))
+    if env.rank == 0:
+        found = [json.loads(store.get(KEY_PID.format(rank=r)).decode()) for r in range(env.world)]
+        g.others.adopt_pids([(str(h), int(p)) for h, p in found])
+    else:  # from here on: die with torchrun's agent, and leave stopping to rank 0
+        follow_parent()
     return g

@@ -4,7 +4,9 @@ Rank 0 starts ranks 1 … N−1 itself (children in its process group, each logg
 to ``engine-rank<R>.log``) and a watchdog thread polls them: when one dies, the
 run ends as crashed with that rank's own reason (rank 0's collective fails, or
 after ``GRACE_S`` the watchdog ends rank 0 itself).  The other ranks die with
-rank 0 (``follow_parent``) and leave stopping to it.
+rank 0 (``follow_parent``) and leave stopping to it.  Under torchrun the ranks
+are torchrun's (``TorchrunPeers``): they die with its agent, and tell rank 0 why
+they failed through their ``rank-<R>.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from dlf_tui.core import states
+from dlf_tui.core.errors import RunError
+from dlf_tui.store import files
 from dlf_tui.store import run as runs
 
 log = logging.getLogger("dlf_tui.engine")
@@ -30,18 +34,25 @@ log = logging.getLogger("dlf_tui.engine")
 GRACE_S = 5.0  # a dead rank: time for rank 0's collective to fail before the watchdog ends it
 
 
+def loopback_gloo() -> None:
+    """Every rank on this machine: gloo between them over loopback (unless the user
+    chose an interface with ``GLOO_SOCKET_IFNAME``)."""
+    if "GLOO_SOCKET_IFNAME" in os.environ:
+        return
+    try:
+        names = {name for _, name in socket.if_nameindex()}
+    except OSError:
+        names = set()
+    for name in ("lo", "lo0"):
+        if name in names:
+            os.environ["GLOO_SOCKET_IFNAME"] = name
+            break
+
+
 def start_ranks(run_dir: Path, world: int, resume: bool) -> dict[int, subprocess.Popen]:
     """Rank 0 starts ranks 1 … world−1: children in its process group (a signal to
     the run's group reaches them all), each logging to ``engine-rank<R>.log``."""
-    if "GLOO_SOCKET_IFNAME" not in os.environ:  # gloo between the ranks over loopback
-        try:
-            names = {name for _, name in socket.if_nameindex()}
-        except OSError:
-            names = set()
-        for name in ("lo", "lo0"):
-            if name in names:
-                os.environ["GLOO_SOCKET_IFNAME"] = name
-                break
+    loopback_gloo()
     try:
         (run_dir / runs.RENDEZVOUS).unlink()  # left by an earlier session that crashed
     except FileNotFoundError:
@@ -166,6 +177,123 @@ class RankProcesses:
                 time.sleep(0.05)
         self.stop()
         return story or line
+
+
+class TorchrunPeers:
+    """Rank 0's view of the other ranks of a torchrun job: torchrun started them, watches
+    them and restarts them, so there is nothing to adopt, stop or join here.  What rank
+    0 can tell when its collective fails is why: a rank that failed wrote its reason
+    into ``rank-<R>.json`` (``note_failure``, marked with this attempt's ``token``), and a
+    rank on this machine that is gone or a zombie left its exit status in ``/proc``."""
+
+    WAIT_S = 2.0  # after a collective failed: time for the rank that failed to say why
+
+    def __init__(self, run_dir: Path, world: int):
+        self.dir = Path(run_dir)
+        self.world = world
+        self.token = ""  # this attempt's: rank 0 chose it (``distributed.meet``)
+        self.children: dict[int, subprocess.Popen] = {}  # none: torchrun's
+        self.closing = False
+        self.failure = ""
+        self.on_failure: Callable[[str], None] = lambda reason: None
+        self._where: list[tuple[str, int]] = []  # (host, pid) of each rank
+
+    def adopt_pids(self, where: list[tuple[str, int]]) -> None:
+        self._where = list(where)
+
+    def pids(self) -> list[int]:
+        return [p for _, p in self._where] or [os.getpid()]
+
+    def adopt(self, children: dict[int, subprocess.Popen]) -> None:  # pragma: no cover - unused
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> None:
+        self.closing = True
+
+    def note_failure(self, rank: int, line: str) -> None:
+        """A rank > 0 failed: say why in ``rank-<R>.json`` for rank 0 (best effort)."""
+        try:
+            runs.write_json_atomic(self.dir / f"rank-{rank}.json", {
+                "rank": rank, "world": self.world, "pid": os.getpid(), "host": socket.gethostname(),
+                "token": self.token, "error": line, "time": time.time()})
+        except OSError:
+            pass
+
+    def _noted(self) -> str:
+        for r in range(1, self.world):
+            try:
+                doc = files.read_json(self.dir / f"rank-{r}.json")
+            except (OSError, RunError):
+                continue
+            if isinstance(doc, dict) and doc.get("token") == self.token and doc.get("error"):
+                return f"rank {r} (pid {doc.get('pid')}): {doc['error']}"
+        return ""
+
+    def _gone_here(self) -> str:
+        host = socket.gethostname()
+        for r, (h, pid) in enumerate(self._where):
+            if r == 0 or h != host:
+                continue
+            how = exit_status(pid)
+            if how:
+                return f"rank {r} (pid {pid}) {how}"
+        return ""
+
+    def abort(self, line: str) -> str:
+        """Rank 0 failed: the other ranks' reason when one of them failed first, else ``line``."""
+        self.closing = True
+        if not lost_contact(line):
+            return self._noted() or line  # rank 0's own failure (the others wait for it)
+        deadline = time.monotonic() + self.WAIT_S
+        story = ""
+        while not story and time.monotonic() < deadline:
+            story = self._noted()
+            if not story and self._gone_here():
+                time.sleep(0.3)  # gone: its own words may still be on their way (a shared file system)
+                story = self._noted() or self._gone_here()
+            if not story:
+                time.sleep(0.05)
+        self.failure = story
+        return story or f"lost contact with the other ranks ({line})"
+
+
+def lost_contact(line: str) -> bool:
+    """Does a one-line error say a collective lost its peers (gloo, NCCL, the store)?"""
+    low = line.lower()
+    return any(w in low for w in ("gloo", "nccl", "connection", "distbackenderror",
+                                  "distnetworkerror", "disterror", "broken pipe", "timed out"))
+
+
+def exit_status(pid: int) -> str:
+    """How process ``pid`` (not our child) ended, as far as ``/proc`` tells: '' while
+    it runs; for a zombie its status ('was killed by SIGKILL', 'exited with status 1')."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[-1].split()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "is gone (torchrun's output says how it ended)"
+        except OSError:
+            return ""
+        return ""
+    if not fields or fields[0] != b"Z":
+        return ""
+    try:
+        code = int(fields[49])  # field 52: the exit status as waitpid(2) reports it
+    except (IndexError, ValueError):
+        return "is gone (torchrun's output says how it ended)"
+    if code & 0x7F:
+        try:
+            name = signal.Signals(code & 0x7F).name
+        except ValueError:
+            name = str(code & 0x7F)
+        return f"was killed by {name}"
+    return f"exited with status {code >> 8}"
 
 
 def follow_parent() -> None:

@@ -20,6 +20,9 @@ directory is an ordinary run.  Three ways to drive them:
   engine per member, one after another, each with its socket (attach and steer
   the member that is training).
 
+``run_member`` trains one member in a process of its own: a cluster job
+(``loops/executors.py``), resuming from the member's last checkpoint if it has one.
+
 Members are trained in rounds, so they progress together (the live heatmap
 fills evenly); a round ends every ``ROUND_SECONDS``.  SIGTERM/SIGINT stops every
 member after the current round (each checkpoints).  Landscape diagnostics are not
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -169,17 +174,9 @@ class SweepEngine:
 
     # -- setup ------------------------------------------------------------------------
     def _todo(self) -> list[sweeps.Member]:
-        """Members still to train (all, or the unfinished ones on resume)."""
-        out = []
-        for m in self.sweep.members:
-            if self.resume and m.run.raw_state().get("state") == states.FINISHED:
-                continue
-            if self.resume and not self._has_checkpoint(m):
-                for name in series.SERIES:  # never checkpointed: start afresh
-                    for suffix in (".bin", ".json"):
-                        (m.run.path / f"{name}{suffix}").unlink(missing_ok=True)
-            out.append(m)
-        return out
+        """Members still to train (all, or the unfinished ones on resume; those never
+        checkpointed start afresh)."""
+        return [m for m, _ in self.sweep.todo(self.resume)]
 
     @staticmethod
     def _has_checkpoint(m: sweeps.Member) -> bool:
@@ -387,3 +384,62 @@ class SweepEngine:
                 m.recorder.close()
             except Exception:  # noqa: BLE001 - closing files at exit
                 pass
+
+
+# ---------------------------------------------------------------------------
+# One member in a job of its own (``loops/executors.py``: Slurm, submitit's local executor)
+# ---------------------------------------------------------------------------
+
+
+class _JobMember(SingleRun):
+    """A member trained by a cluster job: an ordinary engine whose ``state.json`` also
+    says which sweep, host and job it belongs to (its pid means something there only)."""
+
+    def __init__(self, run_dir: Path, resume: bool, serve: bool, sweep_id: str):
+        self._where = {"sweep": sweep_id, "host": socket.gethostname(),
+                       "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")}
+        super().__init__(run_dir, resume=resume, serve=serve)
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), **self._where}
+
+
+def run_member(path: Path, sweep_id: str, serve: bool = False) -> int:
+    """Train one member in this process until it ends: from its last checkpoint when it
+    has one (a resubmitted, requeued or preempted job continues), else from update 1.
+    SIGTERM (Slurm's cancel, preemption, time limit) and SIGUSR2 (submitit's warning
+    before the time limit) stop it with a checkpoint.  Exit status as the engine's."""
+    from dlf_tui.store import liveness
+
+    run = runs.Run(path)
+    if run.raw_state().get("state") == states.FINISHED:
+        return 0
+    handler = logging.FileHandler(path / runs.LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    resume = any((path / runs.CHECKPOINTS).glob("step-*.pt"))
+    if not resume:
+        for name in series.SERIES:  # rows never checkpointed: start afresh
+            for suffix in (".bin", ".json"):
+                (path / f"{name}{suffix}").unlink(missing_ok=True)
+    runs.write_json_atomic(path / runs.STATE, {
+        "state": states.STARTING, "pid": os.getpid(), "pid_start": liveness.process_start(os.getpid()),
+        "started": time.time(), "sweep": sweep_id, "host": socket.gethostname()})
+    try:
+        engine = _JobMember(path, resume, serve, sweep_id)
+    except Exception as err:  # noqa: BLE001 - every failure ends up in state.json
+        reason = one_line(err) if not isinstance(err, (SetupError, OSError)) else str(err)
+        log.error("cannot start: %s", reason)
+        runs.write_json_atomic(path / runs.STATE, {
+            "state": states.CRASHED, "pid": os.getpid(), "reason": reason, "ended": time.time(),
+            "sweep": sweep_id, "host": socket.gethostname()})
+        return 2
+    if hasattr(signal, "SIGUSR2"):  # submitit: the time limit is near (--signal=USR2@…)
+        signal.signal(signal.SIGUSR2, lambda _s, _f: engine.control.request_stop())
+    try:
+        return engine.run()
+    finally:
+        engine.close()
+        log.removeHandler(handler)
+        handler.close()
