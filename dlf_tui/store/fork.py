@@ -199,3 +199,24 @@ def read_plan(run_dir: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or any(not isinstance(doc.get(k), t) for k, t in need.items()):
         raise RunError(f"{run_dir / PLAN}: unreadable fork plan")
     return doc
+
+
+def continued(run: runs.Run, steps: int | None, sets: list[str]) -> dict[str, Any]:
+    """What continuing ``run`` (``resume --steps/--set``, the TUI's extend) writes first:
+    ``steps`` (a new total, more than the updates it has) and the run.*/diagnostics.*
+    settings of ``sets`` into its config (what the resumed engine reads); returns the
+    live changes of ``sets`` (A, T, lr, pace), to be applied from the resumed update on."""
+    overrides, live = split_sets(sets, "a resume")
+    overrides = [o for o in overrides if o.partition("=")[0].strip() not in LIVE_KEYS]
+    if steps is not None:
+        done = run.rows()
+        if steps <= done:
+            raise ConfigError(f"--steps {steps}: {run.id} already has {done} updates")
+        overrides.append(f"run.steps={steps}")
+    if overrides:
+        cfg = config.apply_overrides(run.config(), overrides)
+        try:
+            (run.path / runs.CONFIG).write_text(config.to_toml(cfg), encoding="utf-8")
+        except OSError as err:
+            raise RunError(f"cannot write {run.path / runs.CONFIG}: {err.strerror}") from None
+    return live

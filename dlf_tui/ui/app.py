@@ -25,7 +25,10 @@ from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from dlf_tui.core.errors import ConfigError, RunError, first_line
+from dlf_tui.wire import client as wire_client
 from dlf_tui.wire import protocol
+from dlf_tui.store import fork as forks
 from dlf_tui.store import launch
 from dlf_tui.store import run as runs
 from dlf_tui.wire.client import ClientError
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from dlf_tui.core.config import Config
     from dlf_tui.store.sweep import Sweep
     from dlf_tui.ui.screens.dashboard import DashboardScreen
+    from dlf_tui.ui.screens.fork import ForkRequest
     from dlf_tui.ui.session.base import RunSession
 
 # The dashboard (numpy, plotext) is imported when first shown, so the picker's
@@ -58,6 +62,7 @@ def _is_dashboard(screen: Screen) -> bool:
 
 
 STOP_WAIT_S = 10.0  # how long "stop the run" waits for the engine's reply before exiting
+CHECKPOINT_WAIT_S = 60.0  # how long a fork of a live run waits for its engine's checkpoint
 
 
 class DlfApp(App[None]):
@@ -85,6 +90,7 @@ class DlfApp(App[None]):
         self.session: RunSession | None = None
         self.dashboard: DashboardScreen | None = None
         self.starting: tuple[runs.Run, Any] | None = None  # an engine still starting up
+        self.forks: list[tuple[runs.Run, Any]] = []  # (child, its engine's Popen) forked here
 
     # -- settings: theme and keys -------------------------------------------------------------
     def _restore_theme(self) -> None:
@@ -187,11 +193,78 @@ class DlfApp(App[None]):
         self._close_session()
         self._show(SweepScreen(sweep, self.chart_style()))
 
-    def open_compare(self, rs: "list[runs.Run]", title: str = "") -> None:
-        """Overlay ``rs`` on the compare view (over the current screen; Escape returns)."""
+    def open_compare(self, rs: "list[runs.Run]", title: str = "", start: int = 0) -> None:
+        """Overlay ``rs`` on the compare view (over the current screen; Escape returns),
+        from update ``start`` on (0: the whole runs)."""
         from dlf_tui.ui.screens.compare import CompareScreen
 
-        self.push_screen(CompareScreen(list(rs), self.chart_style(), title=title))
+        self.push_screen(CompareScreen(list(rs), self.chart_style(), title=title, start=start))
+
+    # -- fork and extend (the dashboard's `f` and `x`) ------------------------------------------
+    @work(thread=True, name="fork", group="fork", exclusive=True, exit_on_error=False)
+    def fork_run(self, session: "RunSession", req: "ForkRequest",
+                 dashboard: "DashboardScreen") -> None:
+        """Fork ``session``'s run: at the checkpoint its live engine takes now (the same
+        as ``dlf-tui fork RUN --at now``), else at its last update; make the child,
+        start its engine, then overlay parent and child from the fork update on."""
+        parent = session.run
+        try:
+            if session.live:
+                reply = wire_client.request(parent.path, "checkpoint", timeout=CHECKPOINT_WAIT_S)
+                at = forks.checkpoint_step(Path(str(reply.data.get("path", ""))))
+                if at is None:
+                    raise RunError(f"{parent.id}: the engine's checkpoint reply names no checkpoint")
+            else:
+                at = parent.rows()
+            plan = forks.plan(parent, at, req.sets, req.steps)
+            child = forks.create(plan, self.runs_dir)
+            proc = launch.spawn_run_engine(child, fork=True)
+            self.forks.append((child, proc))
+            launch.wait_until_listening(child, proc)
+        except (ClientError, ConfigError, RunError) as err:
+            self.call_from_thread(dashboard.refused, "fork", first_line(err))
+            return
+        except OSError as err:
+            self.call_from_thread(dashboard.refused, "fork",
+                                  f"cannot start the fork's engine: {err.strerror or err}")
+            return
+        self.call_from_thread(self._forked, dashboard, parent, child, plan.at, req)
+
+    def _forked(self, dashboard: "DashboardScreen", parent: runs.Run, child: runs.Run, at: int,
+                req: "ForkRequest") -> None:
+        dashboard.forked(child.id, at, req)
+        if self.screen is dashboard:  # still watching the parent: the overlay of both
+            self.open_compare([parent, child], title=f"fork at update {at:,}", start=at)
+        else:
+            self.notify(f"{child.id}: forked from {parent.id} at update {at:,}", title="fork")
+
+    @work(thread=True, name="extend", group="fork", exclusive=True, exit_on_error=False)
+    def extend_run(self, run: runs.Run, total: int, dashboard: "DashboardScreen") -> None:
+        """Train the ended ``run`` on to update ``total`` (what ``dlf-tui resume RUN
+        --steps TOTAL`` does), then follow it live on a fresh dashboard."""
+        try:
+            forks.continued(run, total, [])
+            proc = launch.spawn_run_engine(run, resume=True)
+            self.starting = (run, proc)
+            launch.wait_until_listening(run, proc)
+        except (ConfigError, RunError) as err:
+            self.starting = None
+            self.call_from_thread(dashboard.refused, "extend", first_line(err))
+            return
+        except OSError as err:
+            self.starting = None
+            self.call_from_thread(dashboard.refused, "extend",
+                                  f"cannot start the engine: {err.strerror or err}")
+            return
+        self.call_from_thread(self._extended, dashboard, run, proc)
+
+    def _extended(self, dashboard: "DashboardScreen", run: runs.Run, proc: Any) -> None:
+        if self.dashboard is dashboard and dashboard.session is not None \
+                and dashboard.session.run.path == run.path:
+            self.open_run(run, proc)  # a fresh dashboard, live (its history read again)
+        else:
+            self.starting = None
+            self.notify(f"{run.id}: extended, training again", title="extend")
 
     def action_compare_picker(self) -> None:
         """Choose runs to overlay with the one on the dashboard."""

@@ -11,6 +11,8 @@ which the Γ chart draws instead of 100 lines.  No textual, no torch.
 
 from __future__ import annotations
 
+import math
+
 import threading
 from typing import Callable
 
@@ -199,7 +201,8 @@ class RunHistory:
             p = self.series.get(S.METRICS)
             if p is None or p.n == 0:
                 return 0
-            return int(p.last_x)
+            x = p.last_x
+            return int(x) if math.isfinite(x) else 0  # a damaged file's step: not an update
 
     def _pyramid(self, series: str) -> Pyramid | None:
         return self.series.get(series) or self.derived.get(series)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from textual.binding import Binding
 
 NUDGE = 1.25  # A and T move by this factor per key press
+PACES = (0, 10_000, 1_000, 100)  # the pace key's cycle, updates per second (0: full speed)
 
 APP = [
     Binding("q", "quit", "Quit", id="app.quit",
@@ -71,10 +72,19 @@ DASHBOARD = [
             tooltip="Previous accuracy classes: the previous classes of the accuracy chart's view"),
     Binding("right_square_bracket", "class_page(1)", "Classes▸", key_display="]", id="dashboard.classes_next",
             tooltip="Next accuracy classes: the next classes of the accuracy chart's view"),
+    Binding("f", "fork", "Fork", id="dashboard.fork",
+            tooltip="Fork the run…: a new run from this one's exact parameters at the current "
+                    "update, with the A, T, lr you set; then both overlaid from there"),
+    Binding("p", "cycle_pace", "Pace", id="dashboard.pace",
+            tooltip="Cycle the pace: full speed / 10k / 1k / 100 updates per second "
+                    "(pace only waits: the run's updates stay the same)"),
+    Binding("x", "extend", "Extend", id="dashboard.extend",
+            tooltip="Extend the run…: train a finished or stopped run N more updates "
+                    "(resume --steps), followed live"),
     Binding("escape", "leave_input", "Leave field", show=False),
 ]
 # what steers the engine: hidden on a read-only run, dimmed while none is live yet
-STEERING = frozenset({"pause_resume", "nudge", "edit", "checkpoint", "stop"})
+STEERING = frozenset({"pause_resume", "nudge", "edit", "checkpoint", "stop", "cycle_pace"})
 
 COMPARE = [
     Binding("escape", "back", "Back", id="compare.back", tooltip="Back: leave the comparison"),
@@ -84,6 +94,8 @@ COMPARE = [
             tooltip="Cycle EMA smoothing: off / 10 / 100 / 1000 updates"),
     Binding("z", "zoom", "Zoom chart", id="compare.zoom",
             tooltip="Zoom a chart: fill the screen with one chart, then the next; Esc restores"),
+    Binding("w", "cycle_window", "Window", id="compare.window",
+            tooltip="Toggle the window: from the fork update on / the whole runs"),
 ]
 
 SWEEP = [

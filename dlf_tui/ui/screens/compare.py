@@ -5,6 +5,11 @@ Every run is read from its directory and followed by polling its files (a live
 run's rows grow; a sweep member has no socket anyway), each into its own
 decimated ``RunHistory``; the charts redraw on a timer only when one changed.
 ``ComparePicker`` chooses the runs to add to the one on the dashboard.
+
+Lineage: a run that is a fork (its config's ``[fork] parent, at``) gets a line
+"child ← parent @ update N" and a marker at N; the view can start at the first
+fork update (``start``: the dashboard's fork opens it so) and ``w`` toggles that
+window and the whole runs.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dlf_tui.ui import fmt, keys
 from dlf_tui.ui.session.base import RunSession
 from dlf_tui.ui.session.disk import DiskSource
 from dlf_tui.ui.session.member import PENDING, still_live
+from dlf_tui.ui.timeline import Marker
 from dlf_tui.ui.widgets.charts.base import Style
 from dlf_tui.ui.widgets.charts.compare import MAX_RUNS, CompareChart, CompareContext, run_style
 from dlf_tui.ui.widgets.footer import StableFooter
@@ -87,12 +93,46 @@ def run_labels(rs: list[runs.Run]) -> list[str]:
     return out
 
 
+def fork_of(doc: dict[str, Any]) -> tuple[str, int] | None:
+    """(parent directory, update) of a config document that is a fork's, else None."""
+    fork = doc.get("fork")
+    if not isinstance(fork, dict):
+        return None
+    parent, at = fork.get("parent"), fork.get("at")
+    if not isinstance(parent, str) or not parent or isinstance(at, bool) or not isinstance(at, int):
+        return None
+    return parent, at
+
+
+def lineage(paths: list[Path], labels: list[str], docs: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(fork update, "child ← parent @ update N") for each run that is a fork, its parent
+    named by its label when it is shown too, else by its directory's name."""
+    shown: dict[Path, str] = {}
+    for path, label in zip(paths, labels):
+        try:
+            shown.setdefault(path.resolve(), label)
+        except OSError:
+            pass
+    out = []
+    for label, doc in zip(labels, docs):
+        fork = fork_of(doc)
+        if fork is None:
+            continue
+        parent, at = fork
+        try:
+            name = shown.get(Path(parent).resolve()) or Path(parent).name
+        except OSError:
+            name = Path(parent).name
+        out.append((at, f"{label} ← {name} @ update {at:,}"))
+    return out
+
+
 # -- the view ----------------------------------------------------------------------------------
 class CompareScreen(Screen):
     BINDINGS = keys.COMPARE
 
     def __init__(self, rs: list[runs.Run], style: Style, labels: list[str] | None = None,
-                 title: str = "", **kw: Any) -> None:
+                 title: str = "", start: int = 0, **kw: Any) -> None:
         super().__init__(**kw)
         self.dropped = max(0, len(rs) - MAX_RUNS)
         self.runs = list(rs)[:MAX_RUNS]
@@ -107,6 +147,9 @@ class CompareScreen(Screen):
         self.redraws = 0
         self.dirty = True
         self._drawn = -1
+        self.start = max(0, int(start))  # the first fork update shown (0: none known yet)
+        self.window = "fork" if self.start > 1 else "whole"
+        self.lineage: list[tuple[int, str]] = []  # (fork update, line) of the forks shown
 
     @property
     def dlf(self) -> "DlfApp":
@@ -122,10 +165,12 @@ class CompareScreen(Screen):
                                classes="chart")
             yield CompareChart("Γ₀(t)", S.METRICS, S.gamma(0), id="cmp-gamma", classes="chart")
         yield Static(id="compare-legend")
+        yield Static(id="compare-lineage")
         yield StableFooter()
 
     def on_mount(self) -> None:
         self.show_legend()
+        self.query_one("#compare-lineage").display = False
         self.show_status()
         self.set_interval(REDRAW_S, self.redraw)
         if self.dropped:
@@ -172,6 +217,14 @@ class CompareScreen(Screen):
 
     def _loaded(self) -> None:
         self.loaded = True
+        self.lineage = lineage([s.run.path for s in self.sessions], self.labels,
+                               [s.config for s in self.sessions])
+        box = self.query_one("#compare-lineage", Static)
+        box.update(Text("\n".join(line for _, line in self.lineage)))
+        box.display = bool(self.lineage)
+        if not self.start and self.lineage:  # forks shown: `w` can start at the first
+            self.start = min(at for at, _ in self.lineage)
+        self.refresh_bindings()
         has_val = any(s.history.eval_rows and s.history.has(S.EVAL, S.VAL_ACCURACY)
                       for s in self.sessions)
         if not has_val:  # no held-out set: the dynamical loss instead
@@ -184,10 +237,16 @@ class CompareScreen(Screen):
     def version(self) -> int:
         return sum(s.history.version for s in self.sessions)
 
-    def context(self) -> CompareContext:
+    def x_range(self) -> tuple[float, float]:
         last = max((s.history.last_step() for s in self.sessions), default=0)
+        x0 = float(self.start) if self.window == "fork" and self.start > 1 else 1.0
+        return x0, float(max(last, x0 + 1, 2))
+
+    def context(self) -> CompareContext:
+        x0, x1 = self.x_range()
         rs = [(s.history, *run_style(self.style, i)) for i, s in enumerate(self.sessions)]
-        return CompareContext(rs, 1.0, float(max(last, 2)), self.smoothing, self.log_y, self.style)
+        marks = [Marker(at, {"fork": line}) for at, line in self.lineage]
+        return CompareContext(rs, x0, x1, self.smoothing, self.log_y, self.style, marks)
 
     def redraw(self, force: bool = False) -> None:
         if not self.loaded:
@@ -224,13 +283,26 @@ class CompareScreen(Screen):
             t.append("  reading…", style="dim")
         else:
             last = max((s.history.last_step() for s in self.sessions), default=0)
-            t.append(f"  up to update {fmt.count(last)}")
+            if self.window == "fork" and self.start > 1:
+                t.append(f"  updates {fmt.count(self.start)}…{fmt.count(last)}")
+            else:
+                t.append(f"  up to update {fmt.count(last)}")
             t.append(f"  {live} live" if live else "  none live", style="green" if live else "dim")
         t.append(f"  {'EMA ' + fmt.si(self.smoothing) if self.smoothing else 'EMA off'}"
                  f"  {'log-y' if self.log_y else 'linear'}", style="dim")
         self.query_one("#compare-status", Static).update(t)
 
     # -- actions -----------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_window":  # only with a fork update to start at
+            return self.start > 1
+        return True
+
+    def action_cycle_window(self) -> None:
+        self.window = "whole" if self.window == "fork" else "fork"
+        self.show_status()
+        self.redraw(force=True)
+
     def action_back(self) -> None:
         if self.maximized is not None:
             self.minimize()

@@ -3,10 +3,12 @@ palette all come from them) and the steering of a live run.
 
 ``DashboardScreen`` is ``DashboardView`` (``screens/dashboard_view.py``: the
 layout, the refresh and the facts from the event pump) plus what the user
-does: pause/resume, nudge or type A, T and lr, checkpoint, stop, and the chart
-view keys (window, EMA, log-y, zoom, the accuracy chart's classes).  A
-command goes out through the app's command worker; the engine's reply comes
-back as ``CommandAnswered``.
+does: pause/resume, nudge or type A, T and lr, the pace, checkpoint, stop, fork
+(``screens/fork.py``: a new run from the current update, overlaid with this one),
+extend a finished or stopped run, and the chart view keys (window, EMA, log-y,
+zoom, the accuracy chart's classes).  A command goes out through the app's
+command worker; the engine's reply comes back as ``CommandAnswered``.  Keys that
+do not apply are hidden (``check_action``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from typing import Any
 from textual import on
 from textual.widgets import Input
 
+from dlf_tui.core.errors import RunError
 from dlf_tui.core.states import PAUSED
+from dlf_tui.store import code
 from dlf_tui.ui import fmt, keys
 from dlf_tui.ui import messages as M
+from dlf_tui.ui.screens.fork import (ExtendScreen, ForkRequest, ForkScreen, more_default,
+                                     next_pace, pace_text)
 from dlf_tui.ui.screens.dashboard_view import LAST_N, SMOOTHING, DashboardView
 from dlf_tui.ui.widgets.charts.accuracy import AccuracyChart
 from dlf_tui.ui.widgets.charts.weights import WeightsChart
@@ -47,10 +53,24 @@ class DashboardScreen(DashboardView):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Steering needs a live engine: hidden once the run is read-only (ended,
         or opened from disk), dimmed while none answers yet (starting, a sweep
-        member followed from disk)."""
+        member followed from disk).  The pace needs an engine that has one; a fork
+        a live engine or a checkpoint; extending a finished or stopped run."""
         if action in keys.STEERING and not self.live:
             return False if self.read_only else None
+        if action == "cycle_pace":
+            return self.session is not None and "pace" in self.session.params
+        if action == "fork":
+            return None if self.session is None else self.forkable
+        if action == "extend":
+            return self.extendable
         return True
+
+    def refused(self, what: str, line: str) -> None:
+        """A refusal the UI itself found (or a worker's): one line, nothing run."""
+        self.log_event(self.session.step if self.session else 0, "refused", line, "warning")
+        self.query_one(Controls).message(f"{what} refused: {line}", error=True)
+        self.notify(line, title=f"{what} refused", severity="warning")
+        self.app.bell()
 
     def on_command_answered(self, msg: M.CommandAnswered) -> None:
         controls = self.query_one(Controls)
@@ -92,6 +112,81 @@ class DashboardScreen(DashboardView):
         self.app.push_screen(ConfirmScreen(f"Stop run {self.session.run_id}?",
                                            "The engine checkpoints and exits; "
                                            "`dlf-tui run --resume` can continue it."), done)
+
+    def action_cycle_pace(self) -> None:
+        if self.session is None:
+            return
+        new = next_pace(self.session.params.get("pace"))
+        if self.command("set", {"pace": new}):
+            self.query_one(Controls).message(f"sending pace = {pace_text(new)}…")
+
+    # -- fork and extend ---------------------------------------------------------------------
+    def _trust_problem(self) -> str:
+        """Why continuing the run's saved code needs --trust-code ('' when it does not)."""
+        assert self.session is not None
+        try:
+            return code.trust_problem(self.session.run.path)
+        except RunError as err:
+            return str(err)
+
+    def action_fork(self) -> None:
+        s = self.session
+        if s is None or not self.forkable:
+            return
+        problem = self._trust_problem()
+        if problem:
+            self.refused("fork", f"{s.run_id}: {problem.replace('resuming', 'forking')} "
+                                 "(dlf-tui fork … --trust-code)")
+            return
+        pace = None
+        if self.live:
+            at = max(s.step, s.history.last_step())
+            where = (f"at the update it has reached when you press Enter (now {at:,}: its "
+                     "engine checkpoints it then)")
+            steps = max(s.total, at + 1)
+            live_pace = s.params.get("pace")
+            configured = (s.config.get("run") or {}).get("pace", 0)
+            if isinstance(live_pace, (int, float)) and live_pace != configured:
+                pace = float(live_pace)  # the child keeps up with the parent
+            note = f"pace: the parent's, {pace_text(live_pace)}"
+        else:
+            at = s.run.rows()
+            where = f"at its last update, {at:,}"
+            steps = at + more_default(s.total, at)
+            note = "pace: as configured"
+
+        def chosen(req: ForkRequest | None) -> None:
+            if req is None or self.session is not s:
+                return
+            what = f" with {req.describe()}" if req.changes else ""
+            self.query_one(Controls).message(f"forking {s.run_id}{what}: starting the child…")
+            self.dlf.fork_run(s, req, self)
+
+        self.app.push_screen(ForkScreen(s.run_id, s.params, where, steps, at + 1, pace, note), chosen)
+
+    def forked(self, child_id: str, at: int, req: ForkRequest) -> None:
+        what = f" with {req.describe()}" if req.changes else ""
+        self.log_event(at, "fork", f"forked {child_id} at update {at:,}{what}")
+        self.query_one(Controls).message(f"forked {child_id} at update {at:,}{what}")
+
+    def action_extend(self) -> None:
+        s = self.session
+        if s is None or not self.extendable:
+            return
+        problem = self._trust_problem()
+        if problem:
+            self.refused("extend", f"{s.run_id}: {problem} (dlf-tui resume … --trust-code)")
+            return
+        done = s.run.rows()
+
+        def chosen(more: int | None) -> None:
+            if more is None or self.session is not s:
+                return
+            self.query_one(Controls).message(f"extending {s.run_id} to update {done + more:,}: "
+                                             "resuming its engine…")
+            self.dlf.extend_run(s.run, done + more, self)
+
+        self.app.push_screen(ExtendScreen(s.run_id, s.state, done, s.total), chosen)
 
     def action_nudge(self, name: str, up: int) -> None:
         if self.session is None:

@@ -19,11 +19,13 @@ from textual.containers import Grid
 from textual.screen import Screen
 
 from dlf_tui.core import series as S
-from dlf_tui.core.states import CRASHED
+from dlf_tui.core.states import CRASHED, FINISHED, STOPPED
+from dlf_tui.store import fork as forks
 from dlf_tui.ui import fmt
 from dlf_tui.ui import messages as M
 from dlf_tui.ui.gpu import GpuProbe
 from dlf_tui.ui.session.base import RunSession
+from dlf_tui.ui.session.member import is_member
 from dlf_tui.core.stability import stability
 from dlf_tui.ui.widgets.charts.accuracy import AccuracyChart
 from dlf_tui.ui.widgets.charts.base import Chart, Context, Style
@@ -61,6 +63,10 @@ class DashboardView(Screen):
         self.dirty = True
         self.live = False
         self.read_only = False  # the run ended, or was opened from disk: nothing to steer, ever
+        # facts about the run directory for fork and extend, read when the state changes
+        # (not on every check_action): a user's own loop (the engine continues neither),
+        # a checkpoint on disk, a sweep member (its sweep engine continues it)
+        self._own_loop, self._has_checkpoint, self._member = True, False, False
         self.redraws = 0
         self.history_loaded = False  # everything on disk (up to the hello) has been read
         self._early_events: list[tuple[int, str, str, str]] = []
@@ -109,6 +115,27 @@ class DashboardView(Screen):
         self.dirty = True
         self.update_status()
         self.refresh_bindings()
+
+    def find_abilities(self) -> None:
+        """Read what fork and extend depend on in the run directory; then the keys follow."""
+        s = self.session
+        if s is not None:
+            self._own_loop = bool(s.run.own_loop_reason())
+            self._has_checkpoint = not self.live and bool(forks.checkpoints(s.run))
+            self._member = is_member(s.run)
+        self.refresh_bindings()
+
+    @property
+    def forkable(self) -> bool:
+        """`f`: a live engine to checkpoint, or a checkpoint on disk."""
+        return self.session is not None and not self._own_loop and (self.live or self._has_checkpoint)
+
+    @property
+    def extendable(self) -> bool:
+        """`x`: a finished or stopped run that the engine can continue."""
+        s = self.session
+        return (s is not None and not self._own_loop and not self._member and not self.live
+                and self.read_only and s.state in (FINISHED, STOPPED))
 
     # -- the view window -------------------------------------------------------------------
     def window_range(self) -> tuple[float, float]:
@@ -177,7 +204,12 @@ class DashboardView(Screen):
             amp_now = p.get("amplitude_now")
             info.run_id, info.preset, info.device = s.run_id, s.preset, s.device
             info.state, info.live = s.state, s.live
-            info.step, info.total, info.rate, info.eta = step, s.total, s.rate, s.eta()
+            # the engine's rate counts training time only; at a set pace the run goes
+            # no faster than the pace, whatever the hardware could do
+            pace = p.get("pace")
+            info.pace = float(pace) if s.live and isinstance(pace, (int, float)) else 0.0
+            rate = min(s.rate, info.pace) if info.pace > 0 and s.rate > 0 else s.rate
+            info.step, info.total, info.rate, info.eta = step, s.total, rate, s.eta(rate)
             info.period_index = pos.index if step else 0
             flat = p.get("kind") == "static" or (amp_now if amp_now is not None else p.get("amplitude")) == 1
             info.emphasized = None if (flat or not step) else pos.cls
@@ -199,7 +231,7 @@ class DashboardView(Screen):
     def on_run_started(self, msg: M.RunStarted) -> None:
         self.live = msg.live
         self.read_only = False
-        self.refresh_bindings()  # the steering keys (check_action)
+        self.find_abilities()  # the steering keys (check_action)
         self.query_one(Controls).set_live(msg.live)
         if self.session is not None:
             self.query_one(Controls).show_params(self.session.params)
@@ -210,6 +242,7 @@ class DashboardView(Screen):
 
     def on_history_loaded(self, msg: M.HistoryLoaded) -> None:
         self.history_loaded = True
+        self.find_abilities()
         if self.session is not None:
             self.query_one(Controls).show_params(self.session.params)
         self.dirty = True
@@ -236,7 +269,7 @@ class DashboardView(Screen):
     def on_run_ended(self, msg: M.RunEnded) -> None:
         self.live = False
         self.read_only = True
-        self.refresh_bindings()
+        self.find_abilities()
         self.query_one(Controls).set_live(False)
         if self.session is not None:
             self.query_one(Controls).show_params(self.session.params)

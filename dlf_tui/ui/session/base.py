@@ -79,10 +79,12 @@ class RunSession:
         return S.classes_of(self.history.metric_columns) or int(
             self.config.get("data", {}).get("classes", 1) or 1)
 
-    def eta(self) -> float | None:
-        if self.state != RUNNING or self.rate <= 0 or self.total <= self.step:
+    def eta(self, rate: float | None = None) -> float | None:
+        """Seconds left at ``rate`` updates/s (None: the engine's rate)."""
+        rate = self.rate if rate is None else rate
+        if self.state != RUNNING or rate <= 0 or self.total <= self.step:
             return None
-        return (self.total - self.step) / self.rate
+        return (self.total - self.step) / rate
 
     # -- commands (from a thread worker) ----------------------------------------------------
     def send(self, name: str, values: dict[str, Any] | None = None,

@@ -1,6 +1,9 @@
 """Steering inputs: amplitude, period and lr.  Each validates as you type with
 the config's own rule (``config.check_live``); a bad value shows the one-line
-reason and Enter sends nothing.  A good value posts ``Controls.Submitted``."""
+reason and Enter sends nothing.  A good value posts ``Controls.Submitted``.
+
+The fork dialog (``screens/fork.py``) holds a ``Controls`` of its own: the same
+fields and checks, with ``hint`` saying what Enter does there."""
 
 from __future__ import annotations
 
@@ -48,6 +51,10 @@ class Controls(Horizontal):
             self.name = name
             self.value = value
 
+    def __init__(self, *, hint: str = "Enter sets {name}", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.hint = hint  # shown while a valid value is typed ({name}: the parameter's)
+
     def compose(self) -> ComposeResult:
         for name, label in LABELS.items():
             yield Label(label, classes="control-label")
@@ -61,6 +68,11 @@ class Controls(Horizontal):
 
     def input(self, name: str) -> Input:
         return self.query_one(f"#in-{name}", Input)
+
+    def changed(self, name: str) -> bool:
+        """The user typed something other than the value shown for ``name``."""
+        inp = self.input(name)
+        return inp.value != self._shown.get(name, inp.value)
 
     def message(self, text: str, error: bool = False) -> None:
         msg = self.query_one("#control-msg", Static)
@@ -91,7 +103,7 @@ class Controls(Horizontal):
         if event.validation_result is not None and not event.validation_result.is_valid:
             self.message(event.validation_result.failure_descriptions[0], error=True)
         else:
-            self.message(f"Enter sets {name}", error=False)
+            self.message(self.hint.format(name=name), error=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         name = (event.input.id or "").removeprefix("in-")

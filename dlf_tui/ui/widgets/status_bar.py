@@ -1,5 +1,5 @@
 """The status bar: run id, preset, device, state, step/total, updates/s, ETA,
-period number, emphasised class, A, T, lr, the newest λ_max against the
+the pace when one is set, period number, emphasised class, A, T, lr, the newest λ_max against the
 optimiser's stability line, GPU memory and utilisation (a live CUDA run, with
 NVML), and the chart view settings.  Segments wrap as whole words, so 80
 columns shows all of them on two or three lines."""
@@ -29,6 +29,7 @@ class StatusInfo:
     step: int = 0
     total: int = 0
     rate: float = 0.0
+    pace: float = 0.0  # a set pace, updates per second (0: full speed, not shown)
     eta: float | None = None
     period_index: int = 0
     emphasized: int | None = None
@@ -86,6 +87,7 @@ class StatusBar(Widget):
             Text.assemble(("● ", style), (i.state.upper(), style)),
             Text(f"{fmt.count(i.step)}/{fmt.count(i.total)}{pct}"),
             Text(fmt.rate(i.rate)),
+            *([Text.assemble(("pace ", "dim"), (fmt.rate(i.pace), "bold"))] if i.pace > 0 else []),
             Text.assemble(("ETA ", "dim"), fmt.duration(i.eta)),
             Text.assemble(("period ", "dim"), str(i.period_index or "–")),
             Text.assemble(("class ", "dim"), cls),
