@@ -501,3 +501,13 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path_factory, ref
     assert run.state()["state"] == "finished"
     assert_same_as(run, reference)
     assert not list(run.path.rglob("*.tmp"))
+
+
+def test_a_cluster_jobs_state_is_not_judged_by_this_machines_pids(tmp_path):
+    """A Slurm member records its host: from the login node its pid says nothing."""
+    run = runs.create_run(tiny_config(), tmp_path / "runs")
+    dead = {"state": "running", "pid": 2 ** 22 + 17, "started": time.time() - 5}
+    runs.write_json_atomic(run.file(runs.STATE), {**dead, "host": "compute-node-7"})
+    assert run.state()["state"] == "running"
+    runs.write_json_atomic(run.file(runs.STATE), {**dead, "host": socket.gethostname()})
+    assert run.state()["state"] == "crashed" and run.state()["gone"]

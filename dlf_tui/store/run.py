@@ -25,6 +25,7 @@ import errno
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,8 +320,10 @@ class Run:
         if not st:
             st = {"state": states.CRASHED if self.file(CONFIG).exists() else UNKNOWN}
             st["reason"] = why
-        if st.get("state") in states.LIVE and not liveness.engine_alive(
-                st.get("pid"), st.get("pid_start"), st.get("started")):
+        host = st.get("host")
+        elsewhere = isinstance(host, str) and host and host != socket.gethostname()
+        if (st.get("state") in states.LIVE and not elsewhere  # a cluster job's pid is not ours to judge
+                and not liveness.engine_alive(st.get("pid"), st.get("pid_start"), st.get("started"))):
             st = dict(st, state=states.CRASHED, reason=gone_reason(st), gone=True)
         return st
 
