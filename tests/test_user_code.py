@@ -228,6 +228,21 @@ def test_a_sweep_of_user_entries_over_two_seeds(project, tmp_path):
     assert not np.array_equal(a.read(), b.read())  # seeds differ: the initial weights differ
 
 
+def test_a_gd_sweep_of_a_user_model_trains_its_members_in_one_vmapped_step(project, tmp_path):
+    gd = ["--set", "optim.name=gd", "--set", "optim.momentum=0", "--set", "optim.lr=0.2"]
+    rdir = tmp_path / "runs"
+    r = cli("sweep", project / "mine.toml", "--seeds", "2", "--steps", "60", *gd, "--runs-dir", rdir)
+    assert r.exit_code == 0, r.output
+    [sw] = sweeps.list_sweeps(rdir)
+    assert "mode vmap (your own model" in (sw.path / "engine.log").read_text()
+    for m in sw.members:  # each member is the run it would be alone
+        seed = m.run.config().run.seed
+        alone = tmp_path / f"alone{seed}"
+        assert cli("run", project / "mine.toml", "--steps", "60", *gd, "--set", f"run.seed={seed}",
+                   "--runs-dir", alone).exit_code == 0
+        np.testing.assert_allclose(m.run.read(), only_run(alone).read(), rtol=0, atol=1e-9)
+
+
 def test_a_user_entry_that_raises_mid_run_ends_it_crashed_with_the_line(project, tmp_path):
     (project / "model.py").write_text(MODEL_PY + textwrap.dedent('''
         class Flaky(nn.Module):

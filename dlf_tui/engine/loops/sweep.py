@@ -53,6 +53,7 @@ from dlf_tui.engine.runtime import on_stop_signals
 from dlf_tui.engine.steps import ckernel
 from dlf_tui.engine.steps import select as steppers
 from dlf_tui.engine import data as datamod
+from dlf_tui.engine import models
 from dlf_tui.engine.steps.stacked import BatchedMLPStep, VmapStep
 from dlf_tui.engine.trainer import Chunk, Trainer
 from dlf_tui.store import run as runs, sweep as sweeps
@@ -129,7 +130,12 @@ class MemberRun:
 def ensemble_ready(cfg) -> bool:
     """True if a member with this config can train in an ensemble (threads, batched, vmap):
     full-batch GD on an MLP over vector data: the spiral, MNIST-1D, digits (what
-    ``steppers.wants_fused`` accepts)."""
+    ``steppers.wants_fused`` accepts); or full-batch GD on the user's own model or data
+    (threads, or one vmapped step when the members share them)."""
+    if models.is_user_model(cfg.model) or datamod.is_user_data(cfg.data):
+        o, r = cfg.optim, cfg.run
+        return (o.name == "gd" and o.weight_decay == 0 and cfg.data.batch_size == 0
+                and r.amp == "off" and not r.compile)
     return (cfg.data.name in ("spiral", *datamod.VECTOR_SETS)
             and steppers.wants_fused(cfg, SimpleNamespace(image=None)))
 
@@ -146,12 +152,17 @@ def choose_mode(members: list[MemberRun], wanted: str = "auto") -> tuple[str, st
         if not cpu:
             raise ValueError("--mode threads: members must train on the CPU")
         return "threads", "forced"
+    mlp = all(type(t.model) is models.MLP for t in ts)  # what the batched step writes out
     if wanted in ("batched", "vmap"):
         if not same:
             raise ValueError(f"--mode {wanted}: members must share model, data, loss, dtype, device and step")
+        if wanted == "batched" and not mlp:
+            raise ValueError("--mode batched: needs the built-in MLP (use --mode vmap for your own model)")
         return wanted, "forced"
     if ck:
         return "threads", "C kernel per member, members in parallel threads"
+    if same and not mlp:
+        return "vmap", "your own model: one vmapped step (torch.func) for all members"
     if same:
         return "batched", "one batched step for all members"
     return "threads", "members differ in shape: each its own stepper, in parallel threads"
