@@ -99,7 +99,7 @@ def test_fork_refusals_are_one_line(parent):
         (["--at", "5000"], "has 3000 updates on disk"),
         (["--at", "-4"], "needs an update number"),
         (["--at", "soon"], "needs an update number, latest or now"),
-        (["--set", "model.hidden=[4]"], "a fork keeps the parent's model"),
+        (["--set", "model.hidden=[4]"], "a fork keeps the run's model"),
         (["--set", "schedule.amplitude=0.5"], "amplitude"),
         (["--at", "latest"], "needs more updates"),
         (["--at", "now"], "run is finished"),  # no engine is listening

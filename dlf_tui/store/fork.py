@@ -87,7 +87,7 @@ def split_sets(sets: list[str], what: str) -> tuple[list[str], dict[str, Any]]:
             live[LIVE_KEYS[key]] = config.check_live(LIVE_KEYS[key], config.parse_scalar(raw))
         elif not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUN_KEYS):
             allowed = ", ".join([*LIVE_KEYS, *RUN_KEYS[:-1], "diagnostics.*"])
-            raise ConfigError(f"--set {item}: {what} keeps the parent's model, data, loss and "
+            raise ConfigError(f"--set {item}: {what} keeps the run's model, data, loss and "
                               f"optimizer; it may set {allowed}")
         overrides.append(item)
     return overrides, live
