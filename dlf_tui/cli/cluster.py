@@ -20,11 +20,11 @@ from typing import NoReturn, Optional
 
 import typer
 
-from dlf_tui.cli import start
 from dlf_tui.cli.common import fail, resolve_config, run_or_sweep
 from dlf_tui.core import states
 from dlf_tui.core.errors import ConfigError, RunError
 from dlf_tui.store import code
+from dlf_tui.store import fork as forks
 from dlf_tui.store import run as runs
 from dlf_tui.store import sweep as sweeps
 from dlf_tui.store import torchrun as trun
@@ -87,7 +87,7 @@ def torchrun_resume(env: trun.TorchrunEnv, spec: str, rdir: Path, nproc: int, tr
                 raise RunError(f"{r.id} is {state}: its engine is still live")
             if not trun.has_checkpoint(r.path):
                 raise RunError(f"cannot resume {r.id}: it has no checkpoint")
-            edits = start.continued(r, steps, sets or [])
+            edits = forks.continued(r, steps, sets or [])
             if r.state().get("state") == states.FINISHED and steps is None:
                 raise RunError(f"{r.id} already finished (--steps N trains it on to update N)")
             run_dir = r.path

@@ -27,7 +27,6 @@ and keeps ``jobs.json``: which job trains which member.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import time
