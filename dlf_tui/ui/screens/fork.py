@@ -25,6 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Static
+from textual.widgets.input import Selection
 
 from dlf_tui.core.config import ConfigError
 from dlf_tui.store import fork as forks
@@ -153,7 +154,7 @@ class ForkScreen(ModalScreen[ForkRequest | None]):
         controls.set_live(True)
         first = controls.input("amplitude")
         first.focus()
-        first.select_all()  # focused before its value was shown: typing replaces it
+        _select_all(first)  # focused before its value was shown: typing replaces it
 
     def request(self) -> ForkRequest | None:
         """The values typed, checked (None: one is wrong; its reason is shown)."""
@@ -250,7 +251,7 @@ class ExtendScreen(ModalScreen[int | None]):
     def on_mount(self) -> None:
         inp = self.query_one("#in-more", Input)
         inp.focus()
-        inp.select_all()
+        _select_all(inp)
         self._show_total()
 
     def _show_total(self, error: str = "") -> None:
@@ -293,3 +294,9 @@ class ExtendScreen(ModalScreen[int | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _select_all(inp: Input) -> None:
+    """Select the whole value, so typing replaces it (Input.select_all is newer than
+    the textual floor pyproject.toml declares)."""
+    inp.selection = Selection(0, len(inp.value))
