@@ -272,3 +272,35 @@ async def test_a_run_that_cannot_start_shows_why(isolated):
         await pilot.press("q")
         await until(pilot, lambda: app.return_code is not None)
     assert app.return_code == 1
+
+
+@sync
+async def test_a_stopped_engine_shows_as_not_responding_then_recovers(live_run):
+    """SIGSTOP the engine under a watching dashboard: within seconds the status bar
+    says NOT RESPONDING and a notification names the pid and `kill -CONT`; SIGCONT
+    and it is RUNNING again, still following."""
+    import os
+    import signal
+
+    run, proc = live_run("run.pace=2000")
+    app = DlfApp(runs_dir=run.path.parent, attach=run)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await open_live(pilot, app, rows=200)
+            assert "RUNNING" in status_text(app)
+            os.killpg(proc.pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            await until(pilot, lambda: "NOT RESPONDING" in status_text(app), timeout=20,
+                        what="not responding in the status bar")
+            assert time.monotonic() - stopped < 12
+            [note] = [n for n in app._notifications if n.title == "engine not responding"]
+            assert f"engine pid {proc.pid} is not responding" in note.message
+            assert f"kill -CONT {proc.pid}" in note.message and "stopped" in note.message
+            rows = app.session.history.rows
+            os.killpg(proc.pid, signal.SIGCONT)
+            await until(pilot, lambda: "RUNNING" in status_text(app)
+                        and "NOT RESPONDING" not in status_text(app), timeout=20, what="running again")
+            await until(pilot, lambda: app.session.history.rows > rows + 200, what="rows again")
+            assert app.dashboard.silent == ""
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)

@@ -37,6 +37,7 @@ class _Follower:
         self.next_line = None  # step at which the next plain line is due
         self.progress: Progress | None = None
         self.task = None
+        self.silent = False  # the engine stopped answering (told the user once)
 
     def __enter__(self) -> "_Follower":
         if self.tty:
@@ -80,15 +81,27 @@ class _Follower:
                       f"F {r[series.LOSS_DYNAMICAL]:.5g}  {self.label} {r[self.loss]:.5g}  "
                       f"acc {r[series.ACCURACY]:.3f}  {self.rate:,.0f} upd/s", flush=True)
 
+    def silence(self, line: str) -> str:
+        """Say once that the engine stopped answering (``line``, from ``Client.silence``),
+        and once that it answers again; returns ``line``."""
+        if line and not self.silent:
+            self._say(f"[warning] {line} (Ctrl-C leaves it as it is)", err=True)
+        elif self.silent and not line:
+            self._say("[info] the engine responds again", err=True)
+        self.silent = bool(line)
+        return line
+
+    def _say(self, text: str, err: bool = False) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
     SHOWN = ("set", "static_tail", "diverged", "rollback", "edge_of_stability", "error")
 
     def log(self, msg: protocol.Log) -> None:
         if msg.level in ("warning", "error") or msg.kind in self.SHOWN:
-            text = f"[{msg.level}] update {msg.step}: {msg.message}"
-            if self.progress is not None:
-                self.progress.console.print(text, markup=False, highlight=False)
-            else:
-                print(text, flush=True)
+            self._say(f"[{msg.level}] update {msg.step}: {msg.message}")
 
 
 def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1, fork: bool = False,
@@ -110,7 +123,7 @@ def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1, fork: bool
     print(f"run {run.id}: {hello.config.get('name')} on {hello.params.get('device')}, "
           f"{total} updates -> {run.path}", flush=True)
     t0 = time.monotonic()
-    interrupted = False
+    interrupted = stuck = False
 
     def on_sigint(signum: int, frame: Any) -> None:
         nonlocal interrupted
@@ -126,13 +139,19 @@ def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1, fork: bool
     try:
         with _Follower(total, hello.metrics_rows, tty, console,
                        series.plain_loss(list(hello.metrics_columns))) as f:
-            for msg in client.messages():
-                if isinstance(msg, protocol.Metrics):
-                    f.metrics(msg)
-                elif isinstance(msg, protocol.State):
-                    f.rate = msg.rate or f.rate
-                elif isinstance(msg, protocol.Log):
-                    f.log(msg)
+            while not client.closed:
+                for msg in client.messages(timeout=1.0):
+                    if f.silent:
+                        f.silence("")  # it answers again
+                    if isinstance(msg, protocol.Metrics):
+                        f.metrics(msg)
+                    elif isinstance(msg, protocol.State):
+                        f.rate = msg.rate or f.rate
+                    elif isinstance(msg, protocol.Log):
+                        f.log(msg)
+                stuck = bool(f.silence(client.silence()))
+                if stuck and interrupted:  # asked to stop, and it cannot: do not wait on it
+                    raise KeyboardInterrupt
     except (ClientError, KeyboardInterrupt) as err:
         if isinstance(err, ClientError):
             print(f"error: {err}", file=sys.stderr)
@@ -140,9 +159,11 @@ def run_headless(run: runs.Run, resume: bool = False, nproc: int = 1, fork: bool
         signal.signal(signal.SIGINT, old)
         client.close()
     try:
-        code = proc.wait(timeout=60)
+        code = proc.wait(timeout=1 if stuck else 60)
     except Exception:  # noqa: BLE001 - report and leave the engine to finish on its own
-        print("engine still shutting down; see `dlf-tui runs`", file=sys.stderr)
+        print(f"engine pid {proc.pid} left running (it is not responding or still shutting "
+              f"down); `dlf-tui runs` shows its state, `dlf-tui attach {run.id}` follows it",
+              file=sys.stderr)
         return 1
     wall = time.monotonic() - t0
     _summary(run, wall, interrupted)

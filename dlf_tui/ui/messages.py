@@ -68,6 +68,14 @@ class StateChanged(_Latest):
 
 
 @dataclass
+class EngineSilent(Message):
+    """The engine has sent nothing, not even its beat, for ``Client.silence``'s limit:
+    ``line`` says its pid is not responding and what to do ('' : it answers again)."""
+
+    line: str
+
+
+@dataclass
 class EditApplied(Message):
     """A live edit (``set``) took effect from update ``step``; ``params`` are
     the engine's values after it (the wire's ``params_changed``)."""

@@ -39,6 +39,9 @@ from dlf_tui.wire import protocol
 # no hello within this long means the process is not responding.
 HELLO_TIMEOUT_S = 4.0
 REPLY_TIMEOUT_S = 10.0  # a command is applied between chunks (at most flush_seconds apart)
+# The server thread sends a beat every ``protocol.BEAT_S``: nothing at all for this long
+# while following means the process is not running (``Client.silence``).
+SILENT_S = 5.0
 
 
 def _peer_pid(sock: socket.socket) -> int | None:
@@ -126,6 +129,7 @@ class Client:
         self._pending: deque[protocol.Message] = deque()
         self._ids = itertools.count(1)
         self.closed = False
+        self.heard = time.monotonic()  # when the engine last sent anything (a beat included)
         self.pid = _peer_pid(sock)  # the engine's
         try:
             self.hello: protocol.Hello = self._read_hello(timeout=hello_timeout)
@@ -266,9 +270,24 @@ class Client:
             yield msg
 
     def _read(self, timeout: float | None) -> protocol.Message | None:
-        """One message, or None on timeout / end of stream."""
-        line = self._line(timeout)
-        return None if line is None else self._decode(line)
+        """One message (beats are not messages), or None on timeout / end of stream."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            line = self._line(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if line is None:
+                return None
+            msg = self._decode(line)
+            if not isinstance(msg, protocol.Beat):
+                return msg
+
+    def silence(self, limit: float = SILENT_S) -> str:
+        """'' while the engine is heard from; once it has sent nothing, not even a beat,
+        for ``limit`` seconds, the one line saying its pid is not responding and what
+        the user can do.  For clients that follow a run (``messages`` with a timeout)."""
+        quiet = time.monotonic() - self.heard
+        if self.closed or quiet < limit:
+            return ""
+        return not_responding(self.run_dir, self.pid, f"nothing heard from it for {quiet:.0f} s")
 
     @staticmethod
     def _decode(line: bytes) -> protocol.Message:
@@ -301,6 +320,7 @@ class Client:
             if not data:
                 self.close()
                 return None
+            self.heard = time.monotonic()
             self._buf += data
 
 

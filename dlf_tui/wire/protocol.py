@@ -21,7 +21,8 @@ from dlf_tui.core import states
 from dlf_tui.core.config import check_live
 from dlf_tui.core.errors import ConfigError, ProtocolError, first_line
 
-PROTOCOL_VERSION = 1  # change it with any change a client of another version would misread
+PROTOCOL_VERSION = 2  # change it with any change a client of another version would misread
+BEAT_S = 1.0  # the engine's server thread sends a ``beat`` this often, whatever training does
 MAX_LINE = 1 << 16  # bytes; a longer client line is refused
 
 _REGISTRY: dict[str, type["Message"]] = {}
@@ -288,6 +289,15 @@ class Rewound(Message):
     metrics_rows: int = 0
     eval_rows: int = 0
     diag_rows: int = 0
+
+
+@dataclass
+class Beat(Message):
+    """Sent every ``BEAT_S`` by the engine's server thread: silence for several beats
+    means the process is not running (stopped, deadlocked, swapping), not that
+    training is slow.  Clients never see it as a message (``Client.silence``)."""
+
+    type: ClassVar[str] = "beat"
 
 
 @dataclass

@@ -141,8 +141,9 @@ class ControlServer:
     # -- the selector thread ------------------------------------------------------
     def _serve(self) -> None:
         registered: dict[int, _Client] = {}
+        beat, next_beat = protocol.Beat().encode(), time.monotonic() + protocol.BEAT_S
         while True:
-            for key, events in self._sel.select(timeout=0.5):
+            for key, events in self._sel.select(timeout=max(0.0, min(0.5, next_beat - time.monotonic()))):
                 if key.data == "accept":
                     self._accept(registered)
                 elif key.data == "wake":
@@ -154,6 +155,10 @@ class ControlServer:
                 elif events & selectors.EVENT_READ:
                     self._readable(key.data)
             with self.lock:
+                if time.monotonic() >= next_beat:  # proof of life, even while training is busy
+                    next_beat = time.monotonic() + protocol.BEAT_S
+                    for c in list(self.clients.values()):
+                        self._queue(c, beat)
                 live = dict(self.clients)
             for cid, c in list(registered.items()):
                 if cid not in live:

@@ -36,7 +36,7 @@ from dlf_tui.ui.widgets.charts.weights import WeightsChart
 from dlf_tui.ui.widgets.controls import Controls
 from dlf_tui.ui.widgets.event_log import EventLog
 from dlf_tui.ui.widgets.footer import StableFooter
-from dlf_tui.ui.widgets.status_bar import StatusBar, StatusInfo
+from dlf_tui.ui.widgets.status_bar import NOT_RESPONDING, StatusBar, StatusInfo
 
 if TYPE_CHECKING:
     from dlf_tui.ui.app import DlfApp
@@ -63,6 +63,7 @@ class DashboardView(Screen):
         self.dirty = True
         self.live = False
         self.read_only = False  # the run ended, or was opened from disk: nothing to steer, ever
+        self.silent = ""  # the live engine stopped answering: what to tell the user ('' : it answers)
         # facts about the run directory for fork and extend, read when the state changes
         # (not on every check_action): a user's own loop (the engine continues neither),
         # a checkpoint on disk, a sweep member (its sweep engine continues it)
@@ -203,7 +204,7 @@ class DashboardView(Screen):
             pos = s.timeline.at(max(1, step))
             amp_now = p.get("amplitude_now")
             info.run_id, info.preset, info.device = s.run_id, s.preset, s.device
-            info.state, info.live = s.state, s.live
+            info.state, info.live = (NOT_RESPONDING if self.silent and s.live else s.state), s.live
             # the engine's rate counts training time only; at a set pace the run goes
             # no faster than the pace, whatever the hardware could do
             pace = p.get("pace")
@@ -257,6 +258,14 @@ class DashboardView(Screen):
     def on_state_changed(self, msg: M.StateChanged) -> None:
         self.update_status()
 
+    def on_engine_silent(self, msg: M.EngineSilent) -> None:
+        if msg.line:
+            self.notify(msg.line, title="engine not responding", severity="error", timeout=30)
+        elif self.silent:
+            self.notify("the engine answers again", title="engine", timeout=5)
+        self.silent = msg.line
+        self.update_status()
+
     def on_edit_applied(self, msg: M.EditApplied) -> None:
         if self.session is not None:
             self.query_one(Controls).show_params(self.session.params)
@@ -268,6 +277,7 @@ class DashboardView(Screen):
 
     def on_run_ended(self, msg: M.RunEnded) -> None:
         self.live = False
+        self.silent = ""
         self.read_only = True
         self.find_abilities()
         self.query_one(Controls).set_live(False)

@@ -115,13 +115,21 @@ class LiveSource:
                               int(p.get("period", 1)))
         post(M.HistoryLoaded(s.history.rows, s.history.eval_rows))
         post(M.StateChanged(s.state, s.step, s.total, s.rate))
+        silent = False
         while not cancelled():
             for msg in client.messages(timeout=0.5):
+                if silent:  # it answers again
+                    silent = False
+                    post(M.EngineSilent(""))
                 self.dispatch(msg, post)
                 if cancelled():
                     return
             if client.closed:
                 return
+            line = client.silence()
+            if line and not silent:  # nothing heard, not even a beat
+                silent = True
+                post(M.EngineSilent(line))
 
     def dispatch(self, msg: protocol.Message, post: "Post") -> None:
         """One message from the engine into the session (and a fact for the UI)."""

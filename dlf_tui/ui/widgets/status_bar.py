@@ -14,9 +14,11 @@ from textual.widget import Widget
 from dlf_tui.core.states import CRASHED, FINISHED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING
 from dlf_tui.ui import fmt
 
+NOT_RESPONDING = "not responding"  # shown for a live engine that has gone silent (no beat)
+
 STATE_STYLE = {RUNNING: "bold green", PAUSED: "bold yellow", STARTING: "bold cyan",
                STOPPING: "bold yellow", STOPPED: "bold magenta", FINISHED: "bold blue",
-               CRASHED: "bold red"}
+               CRASHED: "bold red", NOT_RESPONDING: "bold red reverse"}
 
 
 @dataclass
