@@ -355,6 +355,60 @@ def test_a_directory_that_refuses_new_files_pauses_the_run_until_it_takes_them(
     assert "fault" in kinds(run) and "recovered" in kinds(run)
 
 
+# -- a disk that answers EIO or EDQUOT ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def fault_shim(tmp_path_factory) -> Path:
+    """tests/data/fault_shim.c built: an LD_PRELOAD library that fails writes on demand."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the LD_PRELOAD fault shim (tests/data/fault_shim.c)")
+    so = tmp_path_factory.mktemp("shim") / "fault_shim.so"
+    src = Path(__file__).parent / "data" / "fault_shim.c"
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(so), str(src), "-ldl"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"the fault shim does not build here: {r.stderr.strip()[:200]}")
+    return so
+
+
+@pytest.mark.parametrize("err,kind", [(5, "I/O error"), (122, "disk quota exceeded")])
+def test_a_disk_that_fails_writes_pauses_the_run_and_it_goes_on_once_the_disk_heals(
+        tmp_path, reference, engines, fault_shim, err, kind):
+    """Every write under the run directory fails with EIO (a failing disk, an NFS
+    server gone) or EDQUOT (the user's quota) for as long as a trigger file exists:
+    the run pauses with that reason, tears nothing, and when writes work again it
+    retries by itself and ends bit-exact."""
+    run = runs.create_run(tiny_config(*FAULT_CFG), tmp_path / "runs")
+    trigger = tmp_path / "fail-writes"
+    proc = start(engines, run, prefix=["env", f"LD_PRELOAD={fault_shim}",
+                                       f"FAULT_PREFIX={run.path}", f"FAULT_TRIGGER={trigger}",
+                                       f"FAULT_ERRNO={err}"])
+    wait_for(lambda: run.rows() > 2000, "rows before the fault", proc=proc)
+    trigger.touch()
+
+    def told():  # state.json cannot be written now: a client is told
+        hello, nxt = greeting(run.path)
+        ok = (hello.state == "paused" and nxt is not None and nxt.type == "state"
+              and nxt.reason.startswith(f"{kind}: "))
+        return (hello, nxt) if ok else None
+
+    _, nxt = wait_for(told, f"a pause for {kind}", proc=proc)
+    assert "held in memory" in nxt.reason or "nothing lost" in nxt.reason, nxt.reason
+    n = run.rows()
+    time.sleep(0.5)
+    assert run.rows() == n  # nothing more is written, nor trained, while it is held
+    assert_nothing_torn(run)
+    trigger.unlink()
+    assert proc.wait(120) == 0  # it retried by itself once the disk took writes again
+    assert run.state()["state"] == "finished"
+    assert_same_as(run, reference)
+    assert_nothing_torn(run)
+    k = kinds(run)
+    assert k.count("fault") == 1 and k.count("recovered") == 1 and k[-1] == "finish"
+    [fault] = [e for e in run.events() if e["kind"] == "fault"]
+    assert fault["message"].startswith(f"{kind}: cannot write "), fault
+
+
 # -- the run directory removed -------------------------------------------------------------------
 def test_a_removed_run_directory_ends_the_engine_with_the_reason(tmp_path, engines):
     run = runs.create_run(tiny_config("run.checkpoint_every=0"), tmp_path / "runs")
@@ -425,6 +479,54 @@ def test_a_stopped_engine_is_named_as_not_responding_with_what_to_do(tmp_path, e
     os.killpg(pid, signal.SIGCONT)
     r = cli("ctl", run.path, "pause")
     assert r.exit_code == 0, r.output
+
+
+def test_following_a_stopped_engine_warns_and_ctrl_c_leaves_it_as_it_is(tmp_path):
+    """``dlf-tui run`` follows its engine; SIGSTOP it and the follower says within
+    seconds that engine pid N is not responding (kill -CONT); SIGCONT and it says it
+    answers again; stopped again, Ctrl-C returns at once and leaves the engine as it
+    is, and once continued it acts on the stop it was sent."""
+    rdir = tmp_path / "r"
+    p = subprocess.Popen([sys.executable, "-m", "dlf_tui", "run", "spiral-fig4", "--runs-dir",
+                          str(rdir), "--set", "run.pace=2000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(p.stderr), daemon=True).start()
+    pid = None
+    try:
+        wait_for(lambda: runs.list_runs(rdir) and runs.list_runs(rdir)[0].rows() > 200,
+                 "rows", proc=p)
+        [run] = runs.list_runs(rdir)
+        pid = run.state()["pid"]
+        said = lambda text: any(text in line for line in err)  # noqa: E731
+        os.killpg(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        wait_for(lambda: said("is not responding"), "the not-responding warning", 30)
+        assert time.monotonic() - t0 < 12
+        [line] = [ln for ln in err if "is not responding" in ln]
+        assert f"engine pid {pid} is not responding" in line and "it is stopped" in line, line
+        assert f"kill -CONT {pid}" in line and "Ctrl-C leaves it as it is" in line
+        os.killpg(pid, signal.SIGCONT)
+        wait_for(lambda: said("the engine responds again"), "the all-clear", 30)
+        os.killpg(pid, signal.SIGSTOP)
+        wait_for(lambda: sum("is not responding" in ln for ln in err) == 2, "a second warning", 30)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=15) == 1  # not the 60 s wait for an engine that cannot act
+        wait_for(lambda: said("left running"), "the parting line", 5)
+        assert f"engine pid {pid} left running" in "".join(err)
+        assert liveness.process_state(pid) == "T"  # left as it was
+        os.killpg(pid, signal.SIGCONT)
+        wait_for(lambda: run.state()["state"] == "stopped", "the stop it was sent", 30)
+        assert run.last_row()["step"] == run.rows()
+    finally:
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGCONT)
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if p.poll() is None:
+            p.kill()
 
 
 # -- an engine that died without a word -------------------------------------------------------------

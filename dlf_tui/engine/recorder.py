@@ -187,7 +187,9 @@ class Recorder:
                 if fh.read(1) != b"\n":
                     self.events.write(b"\n")
 
-    def _make_reserve(self) -> bool:
+    def _make_reserve(self) -> str:
+        """Keep RESERVE_BYTES on disk for the moment it fills: '' when kept, else the
+        kind of refusal (``disk full``, ``disk quota exceeded``, ...)."""
         path = self.dir / runs.RESERVE
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -207,8 +209,8 @@ class Recorder:
             except OSError:
                 pass
             log.warning("no space kept in reserve (%s)", write_failure(err, runs.RESERVE))
-            return False
-        return True
+            return _KINDS.get(err.errno or 0, "cannot write")
+        return ""
 
     def _free_reserve(self) -> None:
         try:
@@ -276,9 +278,10 @@ class Recorder:
         with self._lock:
             self.fault = ""
         if self._reserve_freed:
-            if not self._make_reserve():
+            refused = self._make_reserve()
+            if refused:
                 with self._lock:
-                    self.fault = (f"disk full: no room to keep {RESERVE_BYTES >> 10} KiB in "
+                    self.fault = (f"{refused}: no room to keep {RESERVE_BYTES >> 10} KiB in "
                                   f"reserve ({runs.RESERVE}) before writing again")
                 return False
             self._reserve_freed = False
