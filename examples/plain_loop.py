@@ -2,7 +2,7 @@
 
     python examples/plain_loop.py
 
-A small MLP learns the 3-arm spiral with mini-batch SGD; the loss weights each
+A small MLP learns the 3-arm spiral with mini-batch Adam; the loss weights each
 class by Γ_i(t), emphasising one class at a time (A = 10, a period of 1,001
 updates), and the last period is plain cross-entropy.
 """
@@ -22,8 +22,9 @@ def main() -> None:
     torch.manual_seed(0)
     x, y = make_spiral(200, 3, 2.0, 0.2, 0)  # 3 arms × 200 points, 2-d
     X, Y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    model = nn.Sequential(nn.Linear(2, 100), nn.ReLU(), nn.Linear(100, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    model = nn.Sequential(nn.Linear(2, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
+                          nn.Linear(100, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = DynamicalLoss(classes=3, amplitude=10, period=1000,
                             last_period_static=True, total_steps=STEPS)
     gen = torch.Generator().manual_seed(0)

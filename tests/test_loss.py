@@ -230,4 +230,4 @@ def test_the_plain_loop_example_learns():
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("final accuracy")
-    assert float(last.split()[-1]) > 0.85  # 0.932 measured (seeded, CPU)
+    assert float(last.split()[-1]) > 0.85  # 0.992-0.997 measured over torch seeds 0-3 (CPU)
