@@ -11,7 +11,7 @@ from dlf_tui.core.schedule import Schedule  # pure numpy: no torch
 from dlf_tui.ui import history, pyramid
 from dlf_tui.ui.history import DROP, RunHistory, ema
 from dlf_tui.ui.pyramid import Pyramid
-from dlf_tui.ui.timeline import Timeline
+from dlf_tui.ui.timeline import MOST_MARKERS, Timeline
 
 
 def rows(start: int, n: int, seed: int = 0) -> np.ndarray:
@@ -132,6 +132,24 @@ def test_timeline_follows_the_engine_schedule_through_edits():
     assert len(tl.markers) == 120
     assert not tl.edit(tl.markers[-1].step, tl.markers[-1].changes)  # the same edit twice: one marker
 
+
+
+def test_a_run_edited_thousands_of_times_keeps_one_clock_and_thin_chart_markers():
+    """lr edits (phase and class as the clock says) add markers but no reference point;
+    a chart window gets at most MOST_MARKERS of them, the newest of each slice."""
+    sch = Schedule.create("triangle", 10, 50, 3, 10**6, False)
+    tl = Timeline.start(50, 3)
+    for step in range(1, 20_001):
+        if step % 4 == 0:  # the engine reports phase and class with each edit
+            assert tl.edit(step, {"lr": 0.5 + step * 1e-7}, phase=sch.s.t, cls=sch.s.c)
+        assert (tl.at(step).phase, tl.at(step).cls) == (sch.s.t, sch.s.c)
+        sch.advance(1)
+    assert len(tl.markers) == 5000 and len(tl.refs) == 1
+    shown = tl.markers_between(0, 20_000)
+    assert len(shown) <= MOST_MARKERS and shown[-1].step == 20_000
+    assert [m.step for m in shown] == sorted(m.step for m in shown)
+    assert [m.step for m in tl.markers_between(100, 200)] == list(range(100, 201, 4))
+    assert not tl.edit(400, {"lr": 0.5 + 400 * 1e-7})  # seen already
 
 # -- the store against the one it replaced -----------------------------------------------------
 # ``OldPyramid`` is the preallocated store this module had before levels were

@@ -7,17 +7,24 @@ logged with the update it applies to and the phase/class after it, so the
 clock is a chain of reference points: the start (update 1, t 0, c 0), then one
 per ``set`` event.  A period edit keeps the fraction of the period done, so
 the period number carries over across it.
+
+A long run edited often (a script, many ``ctl`` clients) holds thousands of
+markers: refs are kept only where the clock changes, both lists are searched by
+bisection, and a chart gets at most ``MOST_MARKERS`` markers per window.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
 from dlf_tui.core.schedule import phase_after_period_edit
 
+MOST_MARKERS = 480  # per chart window: one per braille column of the widest chart (2 × 240)
 
-@dataclass
+
+@dataclass(slots=True)
 class Ref:
     update: int  # the update (1-based) this reference describes
     phase: int  # its phase t
@@ -26,7 +33,7 @@ class Ref:
     index: int  # its period number (1-based)
 
 
-@dataclass
+@dataclass(slots=True)
 class Marker:
     step: int
     changes: dict[str, Any]
@@ -57,9 +64,8 @@ class Position:
 @dataclass
 class Timeline:
     classes: int = 3
-    refs: list[Ref] = field(default_factory=list)
-    markers: list[Marker] = field(default_factory=list)
-    _seen: set = field(default_factory=set)
+    refs: list[Ref] = field(default_factory=list)  # by update
+    markers: list[Marker] = field(default_factory=list)  # by step (ties: in arrival order)
 
     @classmethod
     def start(cls, period: int, classes: int) -> "Timeline":
@@ -67,12 +73,8 @@ class Timeline:
 
     def at(self, update: int) -> Position:
         """Schedule position of ``update`` (1-based)."""
-        ref = self.refs[0]
-        for r in self.refs:
-            if r.update <= update:
-                ref = r
-            else:
-                break
+        i = bisect.bisect_right(self.refs, update, key=lambda r: r.update) - 1
+        ref = self.refs[max(0, i)]
         k = ref.phase + max(0, update - ref.update)
         n = k // (ref.period + 1)
         return Position(update, k % (ref.period + 1), (ref.cls + n) % self.classes,
@@ -81,16 +83,22 @@ class Timeline:
     def rebase(self, update: int, phase: int, cls: int, period: int) -> None:
         """An authoritative position (a hello, an edit) at ``update``."""
         index = self.at(update).index
-        self.refs = [r for r in self.refs if r.update < update]
-        self.refs.append(Ref(update, int(phase), int(cls), max(1, int(period)), index))
+        period = max(1, int(period))
+        del self.refs[bisect.bisect_left(self.refs, update, key=lambda r: r.update):]
+        if self.refs:
+            pos = self.at(update)
+            if (pos.phase, pos.cls, pos.period, pos.index) == (int(phase), int(cls), period, index):
+                return  # the clock already says so: no new reference point
+        self.refs.append(Ref(update, int(phase), int(cls), period, index))
 
     def edit(self, step: int, changes: dict[str, Any], phase: Any = None, cls: Any = None,
              period: Any = None) -> bool:
         """A ``set`` applied from update ``step``; returns False if already known."""
-        key = (int(step), tuple(sorted((k, repr(v)) for k, v in changes.items())))
-        if key in self._seen:
+        step = int(step)
+        lo = bisect.bisect_left(self.markers, step, key=lambda m: m.step)
+        hi = bisect.bisect_right(self.markers, step, lo=lo, key=lambda m: m.step)
+        if any(m.changes == changes for m in self.markers[lo:hi]):
             return False
-        self._seen.add(key)
         pos = self.at(step)
         new_period = int(period if period is not None else changes.get("period", pos.period))
         if isinstance(phase, int) and isinstance(cls, int):
@@ -98,9 +106,19 @@ class Timeline:
         elif "period" in changes:
             t = phase_after_period_edit(pos.phase, pos.period, new_period)
             self.rebase(step, t, pos.cls, new_period)
-        self.markers.append(Marker(int(step), dict(changes)))
-        self.markers.sort(key=lambda m: m.step)
+        self.markers.insert(hi, Marker(step, dict(changes)))
         return True
 
-    def markers_between(self, x0: float, x1: float) -> list[Marker]:
-        return [m for m in self.markers if x0 <= m.step <= x1]
+    def markers_between(self, x0: float, x1: float, most: int = MOST_MARKERS) -> list[Marker]:
+        """The markers in steps ``x0..x1``; with more than ``most``, the last of each of
+        ``most`` equal slices of the window (a chart column shows one line anyway)."""
+        lo = bisect.bisect_left(self.markers, x0, key=lambda m: m.step)
+        hi = bisect.bisect_right(self.markers, x1, lo=lo, key=lambda m: m.step)
+        found = self.markers[lo:hi]
+        if len(found) <= most or x1 <= x0:
+            return found
+        width = (x1 - x0) / most
+        kept: dict[int, Marker] = {}
+        for m in found:
+            kept[min(most - 1, int((m.step - x0) / width))] = m
+        return list(kept.values())
