@@ -61,7 +61,8 @@ async def open_live(pilot, app: DlfApp, rows: int = 2000) -> DashboardScreen:
 
 @sync
 async def test_keys_and_inputs_steer_the_run(live_run):
-    run, proc = live_run()
+    # at a pace: a TUI busy with 20k+ rows/s makes Pilot wait 2 s per key for idleness
+    run, proc = live_run("run.pace=3000")
     app = DlfApp(runs_dir=run.path.parent, attach=run)
     async with app.run_test(size=(100, 30)) as pilot:
         dash = await open_live(pilot, app)
@@ -126,7 +127,7 @@ async def test_keys_and_inputs_steer_the_run(live_run):
 
 @sync
 async def test_quit_dialog_two_tuis_and_attach_from_the_picker(live_run, isolated):
-    run, proc = live_run()
+    run, proc = live_run("run.pace=3000")  # Pilot waits for idleness after each key
 
     # Two followers of one run both receive the live stream.
     posted: list[list] = [[], []]
