@@ -4,8 +4,13 @@
     python bench/live_overhead.py --device cuda --shape 3,32,32 --batch 512   # CIFAR-shaped, on a GPU
 
 The loop: an MLP (or, with --shape C,H,W, a small conv net) on random data of that
-shape, SGD, mini-batches drawn on the device.  Each variant runs --steps updates
-after --warmup, alternating bare and live --repeat times; the median is printed.
+shape, SGD, mini-batches drawn on the device.  Two such loops live in one process,
+one with a bare DynamicalLoss and one inside a live.Run, and train in alternating
+blocks of --block updates (--blocks pairs after --warmup updates each), so that a
+machine whose speed drifts (a shared VM's does, by 10 % and more between runs)
+slows both alike.  Printed: the median time per update of each, and the overhead
+as the median and the quartiles of the per-pair ratios.  A block of 2048 updates
+holds two to four of the live run's flushes (every 0.5 s), so each block pays them.
 """
 
 from __future__ import annotations
@@ -32,43 +37,37 @@ def model_for(shape: tuple[int, ...], classes: int) -> nn.Module:
                          nn.Flatten(), nn.Linear(64, classes))
 
 
-def loop(args, live: bool, runs_dir: str) -> float:
-    torch.manual_seed(0)
-    dev = torch.device(args.device)
-    shape = tuple(int(v) for v in args.shape.split(","))
-    X = torch.randn(args.samples, *shape, device=dev)
-    Y = torch.randint(0, args.classes, (args.samples,), device=dev)
-    model = model_for(shape, args.classes).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    loss_fn = DynamicalLoss(classes=args.classes, amplitude=10, period=500)
-    gen = torch.Generator(device=dev).manual_seed(0)
+class Loop:
+    """One training loop of the bench (its own model, optimizer, loss and data)."""
 
-    def one(loss_of) -> None:
-        idx = torch.randint(0, args.samples, (args.batch,), device=dev, generator=gen)
-        loss = loss_of(model(X[idx]), Y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def __init__(self, args):
+        torch.manual_seed(0)
+        self.args, dev = args, torch.device(args.device)
+        self.dev = dev
+        shape = tuple(int(v) for v in args.shape.split(","))
+        self.X = torch.randn(args.samples, *shape, device=dev)
+        self.Y = torch.randint(0, args.classes, (args.samples,), device=dev)
+        self.model = model_for(shape, args.classes).to(dev)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05)
+        self.loss_fn = DynamicalLoss(classes=args.classes, amplitude=10, period=500)
+        self.gen = torch.Generator(device=dev).manual_seed(0)
+        self.loss_of, self.after = self.loss_fn, self.loss_fn.step
 
-    def timed(loss_of, after) -> float:
-        for _ in range(args.warmup):
-            one(loss_of)
-            after()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+    def updates(self, n: int) -> float:
+        """Seconds for ``n`` updates."""
+        a, loss_of, after, model, opt = self.args, self.loss_of, self.after, self.model, self.opt
+        sync = torch.cuda.synchronize if self.dev.type == "cuda" else (lambda: None)
+        sync()
         t0 = time.perf_counter()
-        for _ in range(args.steps):
-            one(loss_of)
+        for _ in range(n):
+            idx = torch.randint(0, a.samples, (a.batch,), device=self.dev, generator=self.gen)
+            loss = loss_of(model(self.X[idx]), self.Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
             after()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return args.steps / (time.perf_counter() - t0)
-
-    if not live:
-        return timed(loss_fn, loss_fn.step)
-    with dlf_tui.live.Run(loss_fn, optimizer=opt, name="bench", runs_dir=runs_dir,
-                          state={"model": model}) as run:
-        return timed(run.loss, run.step)
+        sync()
+        return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -78,23 +77,31 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--block", type=int, default=2048)
+    ap.add_argument("--blocks", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rates = {"bare": [], "live": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeat):
-            rates["bare"].append(loop(args, False, tmp))
-            rates["live"].append(loop(args, True, tmp))
-    bare, live = statistics.median(rates["bare"]), statistics.median(rates["live"])
+    bare, live = Loop(args), Loop(args)
+    times: dict[str, list[float]] = {"bare": [], "live": []}
+    with tempfile.TemporaryDirectory() as tmp, dlf_tui.live.Run(
+            live.loss_fn, optimizer=live.opt, name="bench", runs_dir=tmp,
+            state={"model": live.model}) as run:
+        live.loss_of, live.after = run.loss, run.step
+        bare.updates(args.warmup)
+        live.updates(args.warmup)
+        for i in range(args.blocks):
+            order = (("bare", bare), ("live", live)) if i % 2 == 0 else (("live", live), ("bare", bare))
+            for name, lp in order:
+                times[name].append(lp.updates(args.block) / args.block)
+    ratios = sorted(lv / b for b, lv in zip(times["bare"], times["live"]))
+    q = lambda f: 100 * (ratios[min(len(ratios) - 1, int(f * len(ratios)))] - 1)  # noqa: E731
+    b_us, l_us = (1e6 * statistics.median(times[k]) for k in ("bare", "live"))
     print(f"{args.device}, input {args.shape}, {args.classes} classes, batch {args.batch}, "
-          f"{args.threads} thread(s): bare DynamicalLoss {bare:,.0f} updates/s, live.Run "
-          f"{live:,.0f} updates/s: overhead {100 * (bare / live - 1):.1f} % "
-          f"(median of {args.repeat}; all: bare {[round(r) for r in rates['bare']]}, "
-          f"live {[round(r) for r in rates['live']]})")
+          f"{args.threads} thread(s), {args.blocks} x {args.block} updates each: bare DynamicalLoss "
+          f"{b_us:.1f} us/update, live.Run {l_us:.1f} us/update; overhead per pair: median "
+          f"{100 * (statistics.median(ratios) - 1):.1f} %, quartiles {q(0.25):.1f} .. {q(0.75):.1f} %")
 
 
 if __name__ == "__main__":

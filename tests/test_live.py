@@ -183,3 +183,51 @@ def test_bad_state_is_one_line(tmp_path, bad):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "state['model']: needs state_dict() and load_state_dict()" in r.stderr
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_every_recorded_row_is_what_the_loop_trained_on(tmp_path, loss):
+    """Row u of metrics: F = the loss the loop backpropagated at update u, the plain
+    loss and the accuracy of that update's outputs (ties and all), Γ, A, lr in force;
+    over many flushes, with an lr edit between updates."""
+    import numpy as np
+    import torch
+
+    import dlf_tui
+    from dlf_tui import DynamicalLoss
+    from dlf_tui.core import series as S
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = DynamicalLoss(classes=4, amplitude=7, period=9, loss=loss)
+    seen = []
+    with dlf_tui.live.Run(loss_fn, optimizer=opt, runs_dir=tmp_path, flush_every=37,
+                          state={"model": model}) as run:
+        for u in range(1, 301):
+            x, y = torch.randn(16, 5), torch.randint(0, 4, (16,))
+            out = model(x)
+            if u % 50 == 0:
+                out = out.detach().round().requires_grad_()  # ties in the argmax
+            f = run.loss(out, y)
+            opt.zero_grad()
+            f.backward()
+            opt.step()
+            with torch.no_grad():
+                plain = (torch.nn.functional.cross_entropy(out, y) if loss == "ce" else
+                         ((out - torch.nn.functional.one_hot(y, 4)) ** 2).sum(1).mean())
+            seen.append((f.item(), float(plain), float((out.argmax(1) == y).float().mean()),
+                         loss_fn.gamma_host.copy(), opt.param_groups[0]["lr"]))
+            assert run.step()
+            if u == 120:  # as a ctl edit would, between updates: from update 121
+                run.edit("lr", 0.05)
+    r = runs.Run(run.dir)
+    cols, rows = r.columns(), r.read()
+    assert rows.shape[0] == 300 and list(rows[:, 0]) == list(range(1, 301))
+    plain_col = S.LOSS_CE if loss == "ce" else "loss_mse"
+    f, plain, acc, gam, lr = (np.array(v) for v in zip(*seen))
+    np.testing.assert_allclose(rows[:, cols.index(S.LOSS_DYNAMICAL)], f, rtol=1e-5)
+    np.testing.assert_allclose(rows[:, cols.index(plain_col)], plain, rtol=1e-5)
+    np.testing.assert_array_equal(rows[:, cols.index(S.ACCURACY)], acc)
+    np.testing.assert_allclose(rows[:, [cols.index(S.gamma(i)) for i in range(4)]], gam, rtol=1e-12)
+    np.testing.assert_array_equal(rows[:, cols.index("lr")], lr)

@@ -200,7 +200,7 @@ class Run:
         """``loss_fn(logits, targets)``, recorded as this update's F, CE, accuracy and
         per-class accuracy (call it once per update)."""
         out = self.loss_fn(logits, targets)
-        self.log.add_forward(logits, targets, out, self.loss_fn.last_neg_sample_loss)
+        self.log.add_forward(logits, targets, self.loss_fn.last_neg_sample_loss)
         if logits.device != self._device:
             self._device, self.device = logits.device, str(logits.device)
         return out

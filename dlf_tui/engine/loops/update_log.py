@@ -1,10 +1,10 @@
 """What a live run records of each update of the user's loop, until a flush.
 
-Per update it keeps references to device tensors it does not wait for — the
-outputs, the targets, the samples' log p(y) (the loss's own, when it computed
-them), the loss the loop trained on, optionally the gradient norm — and the Γ, A,
-T and lr in force.  ``take()`` turns them into metric rows in a few batched ops and one
-host transfer.
+Per update it keeps one tuple of references to device tensors it does not wait
+for — the outputs, the targets, the samples' −ℓ (the loss's own, when it computed
+them) — and one of the Γ, A, T, lr in force and, optionally, the gradient norm.
+``take()`` turns them into metric rows in a few batched ops and one host transfer;
+F is Σ_c Γ_c·(Σ ℓ of class c)/N from those statistics, as the engine records it.
 """
 
 from __future__ import annotations
@@ -38,12 +38,10 @@ class UpdateLog:
 
     def reset(self, first_step: int) -> None:
         self.step0 = first_step  # the update before the first one held
-        self.outputs: list[torch.Tensor] = []  # the logits, detached
-        self.targets: list[torch.Tensor] = []
-        self.neg_loss: list[torch.Tensor | None] = []
-        self.losses: list[torch.Tensor] = []
-        self.grad_norms: list[torch.Tensor | None] = []
-        self.host: list[tuple[np.ndarray, float, int, float]] = []  # Γ, A, T, lr per update
+        # per forward: (logits detached, targets, per-sample −ℓ or None)
+        self.forwards: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        # per update: Γ (a read-only row, not copied), A, T, lr, ‖g‖ (a device scalar or None)
+        self.host: list[tuple[np.ndarray, float, int, float, torch.Tensor | None]] = []
         self.evals: list[tuple[int, torch.Tensor]] = []
 
     @property
@@ -51,23 +49,20 @@ class UpdateLog:
         """Updates complete in the log (their ``end_update`` was called)."""
         return len(self.host)
 
-    def add_forward(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor,
+    def add_forward(self, logits: torch.Tensor, targets: torch.Tensor,
                     neg_loss: torch.Tensor | None = None) -> None:
-        """An update's forward: its outputs, targets, the loss it trained on, and the
-        samples' −ℓ if the loss computed them (references only: no work here)."""
-        self.outputs.append(logits.detach())  # its argmax is taken at the flush, for all at once
-        self.targets.append(targets.detach())
-        self.neg_loss.append(neg_loss)
-        self.losses.append(loss.detach())
+        """An update's forward: its outputs, targets and the samples' −ℓ if the loss
+        computed them (references only: no work here)."""
+        self.forwards.append((logits.detach(), targets.detach() if targets.requires_grad
+                              else targets, neg_loss))
 
     def end_update(self, gamma: np.ndarray, amplitude: float, period: int, lr: float,
                    grad_norm: torch.Tensor | None) -> bool:
         """The update whose forward was added last is done; False (nothing kept) when
         no forward was added since the previous update."""
-        if len(self.targets) != len(self.host) + 1:
+        if len(self.forwards) != len(self.host) + 1:
             return False
-        self.host.append((gamma, amplitude, period, lr))  # gamma: a read-only row, not copied
-        self.grad_norms.append(grad_norm)
+        self.host.append((gamma, amplitude, period, lr, grad_norm))
         return True
 
     def add_eval(self, step: int, logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -84,23 +79,21 @@ class UpdateLog:
             return None
         rows = np.empty((0, columns))
         if n:
+            outputs, targets, known = zip(*self.forwards[:n])
+            gam, amp, per, lr, norms = zip(*self.host)
             with torch.no_grad():
-                y = torch.cat([t.reshape(-1) for t in self.targets[:n]]).long()
-                sizes = torch.tensor([t.numel() for t in self.targets[:n]], device=y.device)
+                y = torch.cat([t.reshape(-1) for t in targets]).long()
+                sizes = torch.tensor([t.numel() for t in targets], device=y.device)
                 which = torch.repeat_interleave(torch.arange(n, device=y.device), sizes)
-                x = as_float(torch.cat(self.outputs[:n]))
-                known = self.neg_loss[:n]
+                x = as_float(torch.cat(outputs))
                 lp = (torch.cat(known).to(x.dtype) if all(v is not None for v in known)
                       else neg_sample_loss(x, y, self.loss))
                 raw = class_stats(x.argmax(1), y, lp, self.C, n, which)
-                norms = self.grad_norms[:n]
                 gn = (torch.stack(norms).to(raw) if all(v is not None for v in norms)
                       else torch.full((n,), float("nan"), dtype=raw.dtype, device=raw.device))
-                extra = torch.stack([gn, torch.stack(self.losses[:n]).to(raw)], 1)
-                host = torch.cat([raw, extra], 1).cpu().numpy().astype(np.float64)  # the one sync
-            gam = np.stack([h[0] for h in self.host])
-            amp, per, lr = (np.array([h[i] for h in self.host], dtype=np.float64) for i in (1, 2, 3))
-            rows = metric_rows(self.step0, host[:, :-1], gam, amp, per, lr, self.C, f=host[:, -1])
+                host = torch.cat([raw, gn[:, None]], 1).cpu().numpy().astype(np.float64)  # the one sync
+            rows = metric_rows(self.step0, host, np.stack(gam), *(np.array(v, dtype=np.float64)
+                               for v in (amp, per, lr)), self.C)
         result = ChunkResult(rows=rows, eval_rows=eval_rows(self.evals, self.C), kept=n)
         self.reset(self.step0 + n)
         return result
