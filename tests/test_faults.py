@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 
 from dlf_tui.cli.main import app
 from dlf_tui.core.errors import ClientError
-from dlf_tui.engine.recorder import read_checkpoint
+from dlf_tui.engine.checkpoints import read_checkpoint
 from dlf_tui.store import launch, liveness
 from dlf_tui.store import run as runs
 from dlf_tui.wire import protocol

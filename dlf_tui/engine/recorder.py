@@ -30,27 +30,25 @@ import errno
 import json
 import logging
 import os
-import pickle
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from dlf_tui.core import series, states
 from dlf_tui.core.errors import SetupError
+from dlf_tui.engine.checkpoints import (CHECKPOINT_VERSION, Stateful, checkpoint_name,
+                                        latest_checkpoint, load_parts, read_checkpoint)
 from dlf_tui.store import run as runs
 from dlf_tui.store import liveness
 from dlf_tui.wire import protocol
 from dlf_tui.wire.server import NullServer
 
 log = logging.getLogger("dlf_tui.engine")
-
-CHECKPOINT_VERSION = 2  # 2: {"parts": {name: state}}; 1: the trainer's parts as top-level keys
-_V1_PARTS = ("model", "optimizer", "schedule", "rng")
 
 RESERVE_BYTES = 128 << 10  # freed on a full disk: room for state.json and the fault's events
 MAX_HELD_BYTES = 64 << 20  # rows held in memory, all series together (in practice one chunk)
@@ -79,12 +77,6 @@ class RunGone(RuntimeError):
     while the engine wrote it: nothing it writes can reach the run any more."""
 
 
-class Stateful(Protocol):
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
-
-
 @dataclass
 class ChunkResult:
     """What a chunk of updates leaves to record."""
@@ -95,47 +87,6 @@ class ChunkResult:
     kept: int = 0  # updates kept (fewer than planned when one diverged)
     diverged: str = ""  # why the update after the kept ones was refused
     static_tail_from: int = 0  # the update the last-period plain-CE tail starts at
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:09d}.pt"
-
-
-def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint's contents as plain data (tensors, numbers, strings, lists and
-    dicts: ``weights_only`` — nothing in the file is executed)."""
-    try:
-        doc = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        text = str(err).strip().splitlines()
-        raise SetupError(f"{path}: not a checkpoint this engine reads "
-                         f"({text[0][:160] if text else type(err).__name__})") from None
-    if not isinstance(doc, dict) or doc.get("version") not in (1, CHECKPOINT_VERSION):
-        version = doc.get("version") if isinstance(doc, dict) else None
-        raise SetupError(f"{path}: unsupported checkpoint version {version}")
-    if doc["version"] == 1:
-        doc = {"version": CHECKPOINT_VERSION, "step": doc["step"], "config": doc.get("config", ""),
-               "parts": {**{k: doc[k] for k in _V1_PARTS},
-                         "progress": {"step": doc["step"], "lr": doc["lr"]}},
-               "rows": {series.METRICS: doc["metrics_rows"], series.EVAL: doc["eval_rows"],
-                        series.DIAG: doc.get("diag_rows", 0)}}
-    return doc
-
-
-def load_parts(doc: dict, parts: Mapping[str, Stateful], path: Path) -> None:
-    """Restore every part from a checkpoint, in the order ``parts`` lists them."""
-    saved = doc["parts"]
-    for name, part in parts.items():
-        if name not in saved:
-            raise SetupError(f"{path}: the checkpoint holds no {name!r}")
-        part.load_state_dict(saved[name])
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    ckpts = sorted((Path(run_dir) / runs.CHECKPOINTS).glob("step-*.pt"))
-    if not ckpts:
-        raise SetupError(f"{Path(run_dir).name}: no checkpoint yet")
-    return ckpts[-1]
 
 
 class Recorder:

@@ -18,7 +18,7 @@ import numpy as np
 
 from dlf_tui.core.errors import SetupError
 from dlf_tui.core.schedule import Schedule
-from dlf_tui.engine.recorder import load_parts, read_checkpoint
+from dlf_tui.engine.checkpoints import load_parts, read_checkpoint
 from dlf_tui.engine.trainer import LIVE_EDITS
 from dlf_tui.store import fork as forkstore
 from dlf_tui.store import run as runs
