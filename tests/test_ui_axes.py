@@ -249,6 +249,22 @@ async def test_event_kinds_are_never_cut(isolated):
         assert "static_tail" in text and "edge_of_stability" in text and "…" not in text
 
 
+
+@sync
+async def test_a_long_event_wraps_in_a_narrow_events_pane(isolated):
+    app = DlfApp(runs_dir=isolated / "runs", attach=fake_run(isolated / "runs"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = await loaded(pilot)
+        log = dash.query_one(EventLog)
+        message = "starting spiral-fig4: creating the run directory and its engine, wordy on purpose"
+        log.add(0, "ui", message)
+        await pilot.pause()
+        width = log.scrollable_content_region.width
+        assert width < 78  # the pane is narrower than RichLog's default render width
+        lines = [line.text.rstrip() for line in log.lines]
+        assert max(len(line) for line in lines) <= width
+        assert " ".join(" ".join(lines).split()).endswith(message)
+
 class FakeNVML:
     class Mem:
         used, total = 3.2 * GIB, 80 * GIB

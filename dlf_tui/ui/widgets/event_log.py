@@ -19,7 +19,10 @@ KIND_W = 10  # the kind column: most kinds fit, longer ones push their message a
 
 class EventLog(RichLog):
     def __init__(self, **kw) -> None:
-        super().__init__(max_lines=2000, wrap=True, markup=False, auto_scroll=True, **kw)
+        # min_width=1: lines wrap at the pane's own width (RichLog renders at least 78
+        # columns by default, so a narrower pane clipped every long line)
+        super().__init__(max_lines=2000, wrap=True, markup=False, auto_scroll=True,
+                         min_width=1, **kw)
         self.border_title = "events"
         self.entries: list[tuple[int, str, str, str]] = []  # the newest few hundred, for tests
 
