@@ -5,12 +5,12 @@ The engine's schedule is deterministic between edits (``core/schedule.py``): the
 runs 0..T, then t ← 0 and the emphasised class c ← c+1.  Every live edit is
 logged with the update it applies to and the phase/class after it, so the
 clock is a chain of reference points: the start (update 1, t 0, c 0), then one
-per ``set`` event.  A period edit keeps the fraction of the period done, so
+per ``set`` event that moves it (a period edit; an A or lr edit leaves it as it is).  A period edit keeps the fraction of the period done, so
 the period number carries over across it.
 
 A long run edited often (a script, many ``ctl`` clients) holds thousands of
-markers: refs are kept only where the clock changes, both lists are searched by
-bisection, and a chart gets at most ``MOST_MARKERS`` markers per window.
+markers (about 300 bytes each): both lists are searched by bisection, and a chart
+gets at most ``MOST_MARKERS`` markers per window.
 """
 
 from __future__ import annotations
