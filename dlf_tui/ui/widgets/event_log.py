@@ -6,6 +6,7 @@ a kind is never cut."""
 
 from __future__ import annotations
 
+from rich.table import Table
 from rich.text import Text
 from textual.widgets import RichLog
 
@@ -30,6 +31,9 @@ class EventLog(RichLog):
         self.entries.append((step, kind, message, level))
         del self.entries[:-500]
         style = LEVEL_STYLE.get(level) or KIND_STYLE.get(kind, "")
-        line = Text.assemble((f"{step:>9,} ", "dim"), (f"{kind:<{KIND_W}} ", KIND_STYLE.get(kind, style)),
-                             (message, style))
+        line = Table.grid(padding=(0, 1, 0, 0), expand=True)  # a long message wraps under itself
+        line.add_column(width=9, no_wrap=True, justify="right")
+        line.add_column(ratio=1)
+        line.add_row(Text(f"{step:,}", "dim"),
+                     Text.assemble((f"{kind:<{KIND_W}} ", KIND_STYLE.get(kind, style)), (message, style)))
         self.write(line)
