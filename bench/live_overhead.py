@@ -42,8 +42,8 @@ class Loop:
 
     def __init__(self, args):
         torch.manual_seed(0)
-        self.args, dev = args, torch.device(args.device)
-        self.dev = dev
+        self.args, self.dev = args, torch.device(args.device)
+        dev = self.dev
         shape = tuple(int(v) for v in args.shape.split(","))
         self.X = torch.randn(args.samples, *shape, device=dev)
         self.Y = torch.randint(0, args.classes, (args.samples,), device=dev)
@@ -102,8 +102,8 @@ def main() -> None:
     q = lambda f: 100 * (ratios[min(len(ratios) - 1, int(f * len(ratios)))] - 1)  # noqa: E731
     b_us, l_us = (1e6 * statistics.median(times[k]) for k in ("bare", "live"))
     print(f"{args.device}, input {args.shape}, {args.classes} classes, batch {args.batch}, "
-          f"{args.threads} thread(s), {args.blocks} x {args.block} updates each, {args.clock} clock: bare DynamicalLoss "
-          f"{b_us:.1f} us/update, live.Run {l_us:.1f} us/update; overhead per pair: median "
+          f"{args.threads} thread(s), {args.blocks} x {args.block} updates each, {args.clock} "
+          f"clock: bare DynamicalLoss {b_us:.1f} us/update, live.Run {l_us:.1f} us/update; overhead per pair: median "
           f"{100 * (statistics.median(ratios) - 1):.1f} %, quartiles {q(0.25):.1f} .. {q(0.75):.1f} %")
 
 

@@ -224,10 +224,10 @@ def test_every_recorded_row_is_what_the_loop_trained_on(tmp_path, loss):
     r = runs.Run(run.dir)
     cols, rows = r.columns(), r.read()
     assert rows.shape[0] == 300 and list(rows[:, 0]) == list(range(1, 301))
-    plain_col = S.LOSS_CE if loss == "ce" else "loss_mse"
+    plain_col = S.LOSS_CE if loss == "ce" else S.LOSS_MSE
     f, plain, acc, gam, lr = (np.array(v) for v in zip(*seen))
     np.testing.assert_allclose(rows[:, cols.index(S.LOSS_DYNAMICAL)], f, rtol=1e-5)
     np.testing.assert_allclose(rows[:, cols.index(plain_col)], plain, rtol=1e-5)
     np.testing.assert_array_equal(rows[:, cols.index(S.ACCURACY)], acc)
     np.testing.assert_allclose(rows[:, [cols.index(S.gamma(i)) for i in range(4)]], gam, rtol=1e-12)
-    np.testing.assert_array_equal(rows[:, cols.index("lr")], lr)
+    np.testing.assert_array_equal(rows[:, cols.index(S.LR)], lr)

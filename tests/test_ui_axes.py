@@ -236,34 +236,34 @@ async def test_every_class_stays_visible_where_the_gamma_lines_meet(isolated):
         assert min(counts) >= 10 and min(counts) * 3 >= max(counts), counts
 
 
+async def events_logged(isolated, size: tuple[int, int], *events: tuple[int, str, str]):
+    """The dashboard's event log at ``size`` after ``events`` (step, kind, message) were added."""
+    app = DlfApp(runs_dir=isolated / "runs", attach=fake_run(isolated / "runs"))
+    async with app.run_test(size=size) as pilot:
+        log = (await loaded(pilot)).query_one(EventLog)
+        for event in events:
+            log.add(*event)
+        await pilot.pause()
+        return log.scrollable_content_region.width, [line.text for line in log.lines]
+
+
 @sync
 async def test_event_kinds_are_never_cut(isolated):
-    app = DlfApp(runs_dir=isolated / "runs", attach=fake_run(isolated / "runs"))
-    async with app.run_test(size=(80, 24)) as pilot:
-        dash = await loaded(pilot)
-        log = dash.query_one(EventLog)
-        log.add(65014, "static_tail", "the last period is plain CE")
-        log.add(70000, "edge_of_stability", "λ_max went above 2/η")
-        await pilot.pause()
-        text = "\n".join(line.text for line in log.lines)
-        assert "static_tail" in text and "edge_of_stability" in text and "…" not in text
-
+    _, lines = await events_logged(isolated, (80, 24), (65014, "static_tail", "the last period is plain CE"),
+                                   (70000, "edge_of_stability", "λ_max went above 2/η"))
+    text = "\n".join(lines)
+    assert "static_tail" in text and "edge_of_stability" in text and "…" not in text
 
 
 @sync
 async def test_a_long_event_wraps_in_a_narrow_events_pane(isolated):
-    app = DlfApp(runs_dir=isolated / "runs", attach=fake_run(isolated / "runs"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        dash = await loaded(pilot)
-        log = dash.query_one(EventLog)
-        message = "starting spiral-fig4: creating the run directory and its engine, wordy on purpose"
-        log.add(0, "ui", message)
-        await pilot.pause()
-        width = log.scrollable_content_region.width
-        assert width < 78  # the pane is narrower than RichLog's default render width
-        lines = [line.text.rstrip() for line in log.lines]
-        assert max(len(line) for line in lines) <= width
-        assert " ".join(" ".join(lines).split()).endswith(message)
+    message = "starting spiral-fig4: creating the run directory and its engine, wordy on purpose"
+    width, lines = await events_logged(isolated, (120, 40), (0, "ui", message))
+    assert width < 78  # the pane is narrower than RichLog's default render width
+    lines = [line.rstrip() for line in lines]
+    assert max(len(line) for line in lines) <= width
+    assert " ".join(" ".join(lines).split()).endswith(message)
+
 
 class FakeNVML:
     class Mem:

@@ -133,7 +133,6 @@ def test_timeline_follows_the_engine_schedule_through_edits():
     assert not tl.edit(tl.markers[-1].step, tl.markers[-1].changes)  # the same edit twice: one marker
 
 
-
 def test_a_run_edited_thousands_of_times_keeps_one_clock_and_thin_chart_markers():
     """lr edits (phase and class as the clock says) add markers but no reference point;
     a chart window gets at most MOST_MARKERS of them, the newest of each slice."""
@@ -150,6 +149,7 @@ def test_a_run_edited_thousands_of_times_keeps_one_clock_and_thin_chart_markers(
     assert [m.step for m in shown] == sorted(m.step for m in shown)
     assert [m.step for m in tl.markers_between(100, 200)] == list(range(100, 201, 4))
     assert not tl.edit(400, {"lr": 0.5 + 400 * 1e-7})  # seen already
+
 
 # -- the store against the one it replaced -----------------------------------------------------
 # ``OldPyramid`` is the preallocated store this module had before levels were

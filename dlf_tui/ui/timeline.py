@@ -5,8 +5,9 @@ The engine's schedule is deterministic between edits (``core/schedule.py``): the
 runs 0..T, then t ← 0 and the emphasised class c ← c+1.  Every live edit is
 logged with the update it applies to and the phase/class after it, so the
 clock is a chain of reference points: the start (update 1, t 0, c 0), then one
-per ``set`` event that moves it (a period edit; an A or lr edit leaves it as it is).  A period edit keeps the fraction of the period done, so
-the period number carries over across it.
+per ``set`` event that moves it (a period edit; an A or lr edit leaves it as it
+is).  A period edit keeps the fraction of the period done, so the period number
+carries over across it.
 
 A long run edited often (a script, many ``ctl`` clients) holds thousands of
 markers (about 300 bytes each): both lists are searched by bisection, and a chart
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from dlf_tui.core.schedule import phase_after_period_edit
 
 MOST_MARKERS = 480  # per chart window: one per braille column of the widest chart (2 × 240)
+_UPDATE, _STEP = attrgetter("update"), attrgetter("step")  # the keys refs and markers are sorted by
 
 
 @dataclass(slots=True)
@@ -73,7 +76,7 @@ class Timeline:
 
     def at(self, update: int) -> Position:
         """Schedule position of ``update`` (1-based)."""
-        i = bisect.bisect_right(self.refs, update, key=lambda r: r.update) - 1
+        i = bisect.bisect_right(self.refs, update, key=_UPDATE) - 1
         ref = self.refs[max(0, i)]
         k = ref.phase + max(0, update - ref.update)
         n = k // (ref.period + 1)
@@ -84,7 +87,7 @@ class Timeline:
         """An authoritative position (a hello, an edit) at ``update``."""
         index = self.at(update).index
         period = max(1, int(period))
-        del self.refs[bisect.bisect_left(self.refs, update, key=lambda r: r.update):]
+        del self.refs[bisect.bisect_left(self.refs, update, key=_UPDATE):]
         if self.refs:
             pos = self.at(update)
             if (pos.phase, pos.cls, pos.period, pos.index) == (int(phase), int(cls), period, index):
@@ -95,8 +98,8 @@ class Timeline:
              period: Any = None) -> bool:
         """A ``set`` applied from update ``step``; returns False if already known."""
         step = int(step)
-        lo = bisect.bisect_left(self.markers, step, key=lambda m: m.step)
-        hi = bisect.bisect_right(self.markers, step, lo=lo, key=lambda m: m.step)
+        lo = bisect.bisect_left(self.markers, step, key=_STEP)
+        hi = bisect.bisect_right(self.markers, step, lo=lo, key=_STEP)
         if any(m.changes == changes for m in self.markers[lo:hi]):
             return False
         pos = self.at(step)
@@ -112,8 +115,8 @@ class Timeline:
     def markers_between(self, x0: float, x1: float, most: int = MOST_MARKERS) -> list[Marker]:
         """The markers in steps ``x0..x1``; with more than ``most``, the last of each of
         ``most`` equal slices of the window (a chart column shows one line anyway)."""
-        lo = bisect.bisect_left(self.markers, x0, key=lambda m: m.step)
-        hi = bisect.bisect_right(self.markers, x1, lo=lo, key=lambda m: m.step)
+        lo = bisect.bisect_left(self.markers, x0, key=_STEP)
+        hi = bisect.bisect_right(self.markers, x1, lo=lo, key=_STEP)
         found = self.markers[lo:hi]
         if len(found) <= most or x1 <= x0:
             return found
