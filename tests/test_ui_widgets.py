@@ -108,6 +108,27 @@ async def test_compact_layout_at_80x24_keeps_every_chart_and_status_field(isolat
 
 
 @sync
+async def test_the_event_log_alone_fills_the_screen_in_both_layouts(isolated):
+    run = fake_run(isolated / "runs")
+    for size in ((80, 24), (120, 40)):
+        app = DlfApp(runs_dir=isolated / "runs", attach=run)
+        async with app.run_test(size=size) as pilot:
+            dash = await loaded(pilot)
+            events = dash.query_one("#events")
+            events.add(1, "note", "a long event: " + "word " * 40)
+            await pilot.pause()
+            strip, narrow = events.size.height, events.scrollable_content_region.width
+            await pilot.press("v")
+            await pilot.pause()
+            assert dash.maximized is events
+            assert events.size.height > strip and events.size.height >= size[1] // 2, size
+            if size == (120, 40):  # a side pane there: the lines wrap again at the full width
+                assert max(len(line.text.rstrip()) for line in events.lines) > narrow + 40
+            await pilot.press("v")
+            await pilot.pause()
+            assert dash.maximized is None and events.size.height == strip
+
+@sync
 async def test_view_toggles_change_what_is_drawn(isolated):
     app = DlfApp(runs_dir=isolated / "runs", attach=fake_run(isolated / "runs"))
     async with app.run_test(size=(120, 40)) as pilot:
